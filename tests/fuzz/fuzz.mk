@@ -1,0 +1,2 @@
+check-fuzz-corpus:
+.PHONY: check-fuzz-corpus

@@ -1,0 +1,2 @@
+check-unit:
+.PHONY: check-unit

@@ -1,0 +1,3 @@
+# Tools: the kvmbox CLI (boot-test) and the benchmarks.
+tools:
+.PHONY: tools
