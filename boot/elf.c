@@ -21,6 +21,8 @@ static int scan_notes(const uint8_t *img, uint64_t off, uint64_t size, struct ke
 			return error_set(err, "ELF note runs past its segment (corrupt kernel file)");
 		const uint8_t *name = img + off + pos;
 		const uint8_t *desc = name + namesz;
+		if (nh.n_namesz == 6 && memcmp(name, "Linux", 6) == 0)
+			k->is_linux = true;
 		if (nh.n_namesz == 4 && memcmp(name, "Xen", 4) == 0 && nh.n_type == XEN_ELFNOTE_PHYS32_ENTRY) {
 			uint64_t entry = 0;
 			if (nh.n_descsz == 4) {

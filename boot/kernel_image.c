@@ -20,10 +20,15 @@ int kernel_image_parse(const uint8_t *img, size_t len, struct kernel_image *k, s
 				 "header); give an uncompressed vmlinux, a bzImage or a freestanding ELF");
 	if (rc)
 		return rc;
-	if (k->format == KERNEL_ELF)
+	/* A vmlinux carries "Linux" ELF notes (found by elf_parse); stripped ones still have the banner. */
+	if (k->format == KERNEL_ELF && !k->is_linux)
 		k->is_linux = memmem(img, len, "Linux version ", 14) != NULL;
-	k->has_pvm_shim = memmem(img, len, pvm_shim_signature, sizeof(pvm_shim_signature)) != NULL;
 	return 0;
+}
+
+bool kernel_image_has_pvm_shim(const uint8_t *img, size_t len)
+{
+	return memmem(img, len, pvm_shim_signature, sizeof(pvm_shim_signature)) != NULL;
 }
 
 int kernel_image_load(const struct kernel_image *k, const uint8_t *img, size_t len,

@@ -27,8 +27,7 @@ struct kernel_image {
 	enum kernel_format format;
 	uint64_t entry64;   /* Linux 64-bit boot protocol entry (physical) */
 	uint64_t pvh_entry; /* XEN_ELFNOTE_PHYS32_ENTRY, 0 when absent */
-	bool is_linux;      /* "Linux version " in the image, or a bzImage */
-	bool has_pvm_shim;  /* registers its PVCS page with the kvm_pvm host (runs natively there) */
+	bool is_linux;      /* "Linux" ELF notes or the "Linux version " banner, or a bzImage */
 	struct kernel_segment segs[KERNEL_MAX_SEGMENTS];
 	int nr_segs;
 	uint64_t load_start; /* lowest paddr */
@@ -46,6 +45,9 @@ struct kernel_image {
 int kernel_image_parse(const uint8_t *img, size_t len, struct kernel_image *k, struct error *err);
 int elf_parse(const uint8_t *img, size_t len, struct kernel_image *k, struct error *err);
 int bzimage_parse(const uint8_t *img, size_t len, struct kernel_image *k, struct error *err);
+
+/* Whether the image registers its PVCS page with the kvm_pvm host, i.e. runs natively there. */
+bool kernel_image_has_pvm_shim(const uint8_t *img, size_t len);
 
 /* Copies the segments into guest RAM; refuses any segment below min_paddr or outside RAM. */
 int kernel_image_load(const struct kernel_image *k, const uint8_t *img, size_t len,

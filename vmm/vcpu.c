@@ -160,6 +160,7 @@ int vcpus_start(struct vm *vm, struct error *err)
 		snprintf(name, sizeof(name), "vcpu%u", i);
 		pthread_setname_np(v->thread, name);
 	}
+	log_debug(&vm->log, "%u vCPU thread(s) started", vm->nr_vcpus);
 	return 0;
 }
 

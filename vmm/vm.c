@@ -150,6 +150,13 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct error *err)
 		return -VM_EXIT_BAD_INPUT;
 	}
 
+	/* More RAM than the host has can never be backed: the guest would be killed mid-run. */
+	uint64_t host_mib = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE) >> 20;
+	if (host_mib && cfg->memory_mib > host_mib) {
+		error_set(err, "--memory %llu: more than this host's %llu MiB of RAM; lower --memory",
+			  (unsigned long long)cfg->memory_mib, (unsigned long long)host_mib);
+		return -VM_EXIT_BAD_INPUT;
+	}
 	if (event_loop_init(&vm->loop, err))
 		return -1;
 	vm->exit_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -164,7 +164,8 @@ static int choose_entry(struct vm *vm, const struct kernel_image *k, struct erro
 }
 
 /* On a PVM host a Linux kernel without the native shim runs in KVM's instruction emulator: refuse it. */
-static int check_runs_natively(struct vm *vm, const struct kernel_image *k, struct error *err)
+static int check_runs_natively(struct vm *vm, const struct kernel_image *k, const struct file_map *kf,
+			       struct error *err)
 {
 	if (vm->backend != KVM_BACKEND_PVM || vm->cfg->allow_emulated || !k->is_linux)
 		return 0;
@@ -172,7 +173,7 @@ static int check_runs_natively(struct vm *vm, const struct kernel_image *k, stru
 		return error_set(err, "%s is a bzImage: on this PVM host its decompressor would run in KVM's "
 				 "instruction emulator (minutes, not milliseconds); boot the uncompressed vmlinux "
 				 "built with the PVM shim (make images), or pass --allow-emulated", vm->cfg->kernel);
-	if (!k->has_pvm_shim)
+	if (!kernel_image_has_pvm_shim(kf->data, kf->len))
 		return error_set(err, "%s is a Linux kernel without the PVM native shim: on this PVM host it would "
 				 "run in KVM's instruction emulator and take minutes to boot; build it with "
 				 "images/kernel/build.sh (which applies images/kernel/pvm/*.patch here) or pass "
@@ -195,7 +196,7 @@ int arch_load_guest(struct vm *vm, struct error *err)
 		goto out;
 	}
 	vm->guest_is_linux = k.is_linux;
-	if (check_runs_natively(vm, &k, err) || choose_entry(vm, &k, err))
+	if (check_runs_natively(vm, &k, &kf, err) || choose_entry(vm, &k, err))
 		goto out;
 	if (kernel_image_load(&k, kf.data, kf.len, &vm->mem, X86_HIGH_RAM_START, err)) {
 		char why[sizeof(err->msg)];

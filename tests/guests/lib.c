@@ -64,9 +64,11 @@ void con_puts(const char *s)
 		con_putc(*s++);
 }
 
-int serial_getc(u32 max_polls)
+int serial_getc(u32 seconds)
 {
-	for (u32 i = 0; i < max_polls; i++) {
+	struct rtc_bound b;
+	rtc_bound_start(&b, seconds, 100000000u);
+	while (!rtc_bound_over(&b)) {
 		if (inb(LSR) & LSR_DR)
 			return inb(COM1);
 		cpu_pause();
@@ -345,6 +347,29 @@ static u8 cmos(u8 reg)
 {
 	outb(0x70, reg);
 	return inb(0x71);
+}
+
+void rtc_bound_start(struct rtc_bound *b, u32 seconds, u32 max_calls)
+{
+	b->calls = 0;
+	b->max_calls = max_calls;
+	b->changes = 0;
+	b->seconds = seconds;
+	b->last = cmos(0x00);
+}
+
+int rtc_bound_over(struct rtc_bound *b)
+{
+	if (++b->calls >= b->max_calls)
+		return 1;
+	if (b->calls & 255)
+		return 0;
+	u8 s = cmos(0x00);
+	if (s != b->last) {
+		b->last = s;
+		b->changes++;
+	}
+	return b->changes >= b->seconds;
 }
 
 static int bcd_ok(u8 v) { return (v & 0x0f) < 10 && (v >> 4) < 10; }

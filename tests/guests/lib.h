@@ -69,7 +69,7 @@ usize strlen(const char *s);
 void con_putc(char c);
 void con_puts(const char *s);
 void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int serial_getc(u32 max_polls); /* -1 when nothing arrived within max_polls polls of LSR */
+int serial_getc(u32 seconds); /* -1 when nothing arrived within about `seconds` seconds */
 
 /* PASS/FAIL bookkeeping: FAIL lines count individually, DONE prints the totals. */
 extern u32 n_pass, n_fail;
@@ -95,6 +95,17 @@ u64 check_memmap(const char *name, const struct mem_ent *e, u32 n);
 int in_ram(const struct mem_ent *e, u32 n, u64 addr, u64 size);
 /* 1 when [addr, addr+size) overlaps no RAM entry. */
 int outside_ram(const struct mem_ent *e, u32 n, u64 addr, u64 size);
+
+/* A wall-clock bound for polling loops without timers or interrupts: the CMOS RTC seconds register is
+ * read every 256 calls; rtc_bound_over() turns true once it has changed `seconds` times (that is,
+ * after seconds-1 to seconds of host time), or after max_calls calls whatever the RTC does. The same
+ * bound then holds for a guest in KVM's instruction emulator and for one running natively. */
+struct rtc_bound {
+	u32 calls, max_calls, changes, seconds;
+	u8 last;
+};
+void rtc_bound_start(struct rtc_bound *b, u32 seconds, u32 max_calls);
+int rtc_bound_over(struct rtc_bound *b);
 
 /* CMOS RTC: prints `RTC YYYY-MM-DD HH:MM:SS` and checks the register contract. */
 void check_rtc(void);

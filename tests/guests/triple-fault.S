@@ -1,5 +1,6 @@
-/* triple-fault.elf: load an empty IDT and raise an exception: #GP -> #DF -> triple fault (KVM
- * shutdown exit; the monitor must exit 3, or 4 when the instruction emulator gives up first). */
+/* triple-fault.elf: load an empty IDT (limit 0) and raise an exception: #UD -> #GP -> #DF -> triple
+ * fault (KVM shutdown exit; the monitor must exit 3, or 4 when the instruction emulator gives up
+ * first). ud2 rather than int $0x80: KVM's emulator on a PVM host cannot emulate INT n (exit 4). */
 	.section .text.head, "ax"
 	.code64
 	.globl _start
@@ -18,7 +19,6 @@ _start:
 	outb %al, %dx
 	jmp 1b
 3:	lidt idtr(%rip)
-	int $0x80
 	ud2
 4:	hlt
 	jmp 4b
