@@ -1,6 +1,7 @@
 /* kvmbox-vmm: one VM per process. Parses the configuration, builds the VM, runs it, exits with why it ended. */
 #include "vmm/arch.h"
 #include "vmm/config.h"
+#include "vmm/teardown.h"
 #include "vmm/vm.h"
 
 #include <errno.h>
@@ -103,6 +104,7 @@ int main(int argc, char **argv)
 				log_error(&vm.log, "%s", err.msg);
 				rc = VM_EXIT_HOST;
 			}
+			teardown_detach(&vm);
 		}
 		vm_destroy(&vm);
 	}

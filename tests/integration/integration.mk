@@ -9,6 +9,8 @@ check-integration: $(INTEGRATION_DEPS)
 	KVMBOX_BUILD=$(BUILD) KVMBOX_VMM=$(BUILD)/asan/kvmbox-vmm \
 		python3 -m unittest discover -s tests/integration -p 'test_guest*.py' -v
 	KVMBOX_BUILD=$(BUILD) KVMBOX_VMM=$(BUILD)/asan/kvmbox-vmm \
+		python3 -m unittest discover -s tests/integration -p 'test_linux*.py' -v
+	KVMBOX_BUILD=$(BUILD) KVMBOX_VMM=$(BUILD)/asan/kvmbox-vmm \
 		python3 -m unittest discover -s tests/integration -p 'test_bad_input*.py' -v
 
 .PHONY: check-integration

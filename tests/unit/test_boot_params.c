@@ -5,6 +5,9 @@
 #include "boot/x86_boot.h"
 #include "tests/unit/unit.h"
 
+UNIT_SUITE(zero_page);
+UNIT_SUITE(pvh);
+
 static struct test_mem t;
 static struct kernel_image k;
 static struct error err;

@@ -1,7 +1,10 @@
 /* The I/O bus: registration rules and dispatch. */
 #include <criterion/criterion.h>
 
+#include "tests/unit/unit.h"
 #include "vmm/bus.h"
+
+UNIT_SUITE(bus);
 
 struct fake_dev {
 	int calls;

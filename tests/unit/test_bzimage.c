@@ -3,6 +3,8 @@
 
 #include "tests/unit/unit.h"
 
+UNIT_SUITE(bzimage);
+
 static struct bz_img z;
 static struct kernel_image k;
 static struct error err;

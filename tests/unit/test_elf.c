@@ -3,6 +3,9 @@
 
 #include "tests/unit/unit.h"
 
+UNIT_SUITE(elf);
+UNIT_SUITE(kernel_image);
+
 static struct elf_img e;
 static struct kernel_image k;
 static struct error err;
@@ -40,7 +43,7 @@ Test(elf, pvh_note_4_bytes)
 	cr_assert_eq(k.load_start, ELF_LOAD_PADDR);
 	cr_assert_eq(k.load_end, ELF_LOAD_PADDR + ELF_LOAD_MEMSZ);
 	cr_assert_not(k.is_linux);
-	cr_assert_not(k.has_pvm_shim);
+	cr_assert_not(kernel_image_has_pvm_shim(e.b, e.len));
 	cr_assert_eq(k.cmdline_max, BOOT_DEFAULT_CMDLINE_MAX);
 	cr_assert_eq(k.initrd_addr_max, UINT64_MAX);
 }
@@ -83,6 +86,23 @@ Test(elf, pvh_note_after_other_notes)
 	elf_note_ph(&e);
 	cr_assert_eq(parse(), 0, "%s", err.msg);
 	cr_assert_eq(k.pvh_entry, 0x123450);
+	cr_assert(k.is_linux, "a \"Linux\" note marks a vmlinux");
+}
+
+Test(elf, is_linux_from_note_name_only)
+{
+	uint32_t d = 0;
+	elf_init_bare(&e);
+	elf_add_note(&e, "Linu", 1, &d, 4); /* namesz 5: not it */
+	elf_add_note(&e, "LinuxX", 1, &d, 4); /* namesz 7: not it */
+	elf_note_ph(&e);
+	cr_assert_eq(parse(), 0, "%s", err.msg);
+	cr_assert_not(k.is_linux);
+	elf_init_bare(&e);
+	elf_add_note(&e, "Linux", 0x100, &d, 4);
+	elf_note_ph(&e);
+	cr_assert_eq(parse(), 0, "%s", err.msg);
+	cr_assert(k.is_linux);
 }
 
 Test(elf, note_trailing_bytes_shorter_than_header)
@@ -463,8 +483,9 @@ Test(elf, pvm_shim_detection)
 	elf_init_bare(&e);
 	static const uint8_t sig[] = { 0xb9, 0x10, 0x4d, 0x56, 0x4b };
 	memcpy(e.b + ELF_DATA_OFF + 0x30, sig, sizeof(sig));
-	cr_assert_eq(parse(), 0, "%s", err.msg);
-	cr_assert(k.has_pvm_shim);
+	cr_assert(kernel_image_has_pvm_shim(e.b, e.len));
+	cr_assert_not(kernel_image_has_pvm_shim(e.b, ELF_DATA_OFF + 0x34), "cut one byte short");
+	cr_assert_not(kernel_image_has_pvm_shim(e.b, 0));
 }
 
 Test(elf, parse_resets_previous_state)

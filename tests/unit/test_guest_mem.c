@@ -3,6 +3,8 @@
 
 #include "tests/unit/unit.h"
 
+UNIT_SUITE(guest_mem);
+
 /* 3 MiB at 0, a hole, 1 MiB at 4 GiB: small sizes keep every boundary easy to name. */
 #define LOW (3 * MiB)
 #define HIGH (1 * MiB)

@@ -5,6 +5,8 @@
 #include "arch/x86/mptable.h"
 #include "tests/unit/unit.h"
 
+UNIT_SUITE(mptable);
+
 static struct test_mem t;
 static struct error err;
 static void setup(void) { test_mem_init(&t, 2 * MiB, 0, TEST_HIGH_BASE); }

@@ -5,6 +5,7 @@
 #ifndef KVMBOX_TESTS_UNIT_H
 #define KVMBOX_TESTS_UNIT_H
 
+#include <criterion/criterion.h>
 #include <elf.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,6 +22,23 @@
 #define KVMBOX_UNIT_KNOWN_BUGS 0
 #endif
 #define KNOWN_BUG .disabled = !KVMBOX_UNIT_KNOWN_BUGS
+
+/*
+ * Leak check after every test of a suite (UNIT_SUITE(name)). LeakSanitizer's own check at process exit
+ * reports leaks without failing the test, since Criterion has already recorded the result by then;
+ * this one aborts in the teardown, which makes the run exit non-zero.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+static inline void unit_leak_check(void)
+{
+	if (__lsan_do_recoverable_leak_check())
+		abort();
+}
+#else
+static inline void unit_leak_check(void) {}
+#endif
+#define UNIT_SUITE(name) TestSuite(name, .fini = unit_leak_check)
 
 #define MiB (1024ull * 1024)
 #define GiB (1024ull * MiB)
