@@ -7,7 +7,7 @@ OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Werror
 CPPFLAGS := -std=gnu11 -D_GNU_SOURCE -Iinclude -I. -MMD -MP
-LDLIBS   := -ljansson -lpthread
+LDLIBS   := -ljansson -luring -lpthread
 SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # The monitor: every .c under these folders; vmm/main.c is the only file with main().

@@ -13,6 +13,10 @@ void arch_mem_layout(uint64_t *low_limit, uint64_t *high_base);
 /* Guest-physical address of the boot-time marker (the first MMIO slot). */
 uint64_t arch_boot_marker_addr(void);
 
+/* Hands out the next virtio-mmio slot (4 KiB of MMIO and an interrupt) and tells the guest about it
+ * (x86: virtio_mmio.device= on the command line). */
+int arch_virtio_mmio_slot(struct vm *vm, uint64_t *base, unsigned *irq, struct error *err);
+
 /* VM-wide set-up before memory and vCPUs exist (interrupt controllers, timers). Host error on failure. */
 int arch_vm_init(struct vm *vm, struct error *err);
 

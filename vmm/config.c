@@ -9,7 +9,7 @@
 #include <string.h>
 
 /* One table drives the command line, the JSON config file and --help. */
-enum opt_type { OPT_STRING, OPT_UINT, OPT_NUMBER, OPT_FLAG };
+enum opt_type { OPT_STRING, OPT_UINT, OPT_NUMBER, OPT_FLAG, OPT_LIST };
 
 struct opt_desc {
 	const char *name;
@@ -31,6 +31,7 @@ static const struct opt_desc opts[] = {
 	{ "hugepages", OPT_FLAG, NULL, "back guest RAM with 2 MiB huge pages", true },
 	{ "allow-emulated", OPT_FLAG, NULL, "on a PVM host, run a kernel that would run emulated", true },
 	{ "no-default-cmdline", OPT_FLAG, NULL, "pass --cmdline exactly, without the monitor's defaults", true },
+	{ "disk", OPT_LIST, "PATH[,readonly][,serial=ID][,direct]", "virtio-blk disk (repeatable; /dev/vda, vdb, ...)", true },
 	{ "log-level", OPT_STRING, "LEVEL", "error|warn|info|debug (default info)", true },
 	{ "config", OPT_STRING, "FILE", "read options from a JSON object with these long names as keys", false },
 	{ "probe", OPT_FLAG, NULL, "print the KVM backend and capabilities, then exit", false },
@@ -55,6 +56,9 @@ void config_free(struct vm_config *c)
 	free(c->initrd);
 	free(c->cmdline);
 	free(c->console_path);
+	for (unsigned i = 0; i < c->nr_disks; i++)
+		free(c->disks[i]);
+	free(c->disks);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -89,6 +93,19 @@ static int config_set(struct vm_config *c, const struct opt_desc *o, const char 
 		return -1;
 	if (!strcmp(n, "kernel"))
 		return set_string(&c->kernel, v);
+	if (!strcmp(n, "disk")) {
+		if (c->nr_disks == CONFIG_MAX_DISKS)
+			return error_set(err, "--disk %s: at most %d disks", v, CONFIG_MAX_DISKS);
+		char **d = realloc(c->disks, (c->nr_disks + 1) * sizeof(*d));
+		if (!d)
+			return error_set(err, "out of memory");
+		c->disks = d;
+		c->disks[c->nr_disks] = NULL;
+		if (set_string(&c->disks[c->nr_disks], v))
+			return error_set(err, "out of memory");
+		c->nr_disks++;
+		return 0;
+	}
 	if (!strcmp(n, "initrd"))
 		return set_string(&c->initrd, v);
 	if (!strcmp(n, "cmdline"))
@@ -184,9 +201,30 @@ int config_apply_json_text(struct vm_config *c, const char *text, const char *or
 				       "kvmbox-vmm --help)", origin, key);
 			goto out;
 		}
+		if (o->type == OPT_LIST) {
+			if (!json_is_array(val)) {
+				rc = error_set(err, "%s: \"%s\" must be an array of strings", origin, key);
+				goto out;
+			}
+			size_t i;
+			json_t *item;
+			json_array_foreach(val, i, item) {
+				if (!json_is_string(item)) {
+					rc = error_set(err, "%s: \"%s\"[%zu] must be a string", origin, key, i);
+					goto out;
+				}
+				if (config_set(c, o, json_string_value(item), err)) {
+					rc = -1;
+					goto out;
+				}
+			}
+			continue;
+		}
 		char buf[64];
 		const char *text_val = NULL;
 		switch (o->type) {
+		case OPT_LIST:
+			break;
 		case OPT_STRING:
 			if (json_is_string(val))
 				text_val = json_string_value(val);
@@ -210,7 +248,7 @@ int config_apply_json_text(struct vm_config *c, const char *text, const char *or
 		}
 		if (!text_val) {
 			static const char *const want[] = { "a string", "a non-negative integer", "a number",
-							    "true or false" };
+							    "true or false", "an array of strings" };
 			rc = error_set(err, "%s: \"%s\" must be %s", origin, key, want[o->type]);
 			goto out;
 		}

@@ -14,6 +14,7 @@ enum entry_mode { ENTRY_AUTO, ENTRY_LINUX64, ENTRY_PVH };
 #define CONFIG_MAX_CPUS 255     /* APIC IDs are 8 bits in the MP table */
 #define CONFIG_MIN_MEMORY_MIB 2
 #define CONFIG_MAX_MEMORY_MIB (1024ull * 1024) /* 1 TiB */
+#define CONFIG_MAX_DISKS 16
 
 struct vm_config {
 	char *kernel;
@@ -29,6 +30,8 @@ struct vm_config {
 	bool allow_emulated;
 	bool no_default_cmdline;
 	enum log_level log_level;
+	char **disks;           /* --disk PATH[,readonly][,serial=ID][,direct], in order */
+	unsigned nr_disks;
 	bool probe;
 	bool help;
 	bool version;

@@ -61,21 +61,27 @@ void event_loop_remove(struct event_loop *loop, int fd)
 	}
 }
 
-int event_loop_run(struct event_loop *loop, struct error *err)
+int event_loop_run_once(struct event_loop *loop, int timeout_ms, struct error *err)
 {
 	struct epoll_event evs[16];
-	while (!loop->stop) {
-		int n = epoll_wait(loop->epoll_fd, evs, 16, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return error_set(err, "epoll_wait failed: %s", strerror(errno));
-		}
-		for (int i = 0; i < n && !loop->stop; i++) {
-			struct event_handler *h = evs[i].data.ptr;
-			if (h->fd != -1)
-				h->fn(h->ctx, evs[i].events);
-		}
+	int n = epoll_wait(loop->epoll_fd, evs, 16, timeout_ms);
+	if (n < 0) {
+		if (errno == EINTR)
+			return 0;
+		return error_set(err, "epoll_wait failed: %s", strerror(errno));
 	}
+	for (int i = 0; i < n && !loop->stop; i++) {
+		struct event_handler *h = evs[i].data.ptr;
+		if (h->fd != -1)
+			h->fn(h->ctx, evs[i].events);
+	}
+	return n;
+}
+
+int event_loop_run(struct event_loop *loop, struct error *err)
+{
+	while (!loop->stop)
+		if (event_loop_run_once(loop, -1, err) < 0)
+			return -1;
 	return 0;
 }

@@ -30,6 +30,8 @@ int event_loop_add(struct event_loop *loop, int fd, uint32_t events, event_fn fn
 /* Changes the events watched on fd (0 pauses it without forgetting it). */
 int event_loop_modify(struct event_loop *loop, int fd, uint32_t events);
 void event_loop_remove(struct event_loop *loop, int fd);
+/* Handles what is ready within timeout_ms (-1: wait), once; returns the number of events or -1. */
+int event_loop_run_once(struct event_loop *loop, int timeout_ms, struct error *err);
 /* Runs until a handler sets loop->stop. */
 int event_loop_run(struct event_loop *loop, struct error *err);
 

@@ -67,6 +67,19 @@ int error_set(struct error *e, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 		va_end(ap);
+		e->user_input = false;
+	}
+	return -1;
+}
+
+int error_input(struct error *e, const char *fmt, ...)
+{
+	if (e) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+		va_end(ap);
+		e->user_input = true;
 	}
 	return -1;
 }

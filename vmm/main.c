@@ -36,7 +36,7 @@ static const struct {
 
 static int probe(void)
 {
-	struct error err = { "" };
+	struct error err = { .msg = "" };
 	int kvm_fd;
 	enum kvm_backend backend;
 	if (kvm_open(&kvm_fd, &backend, &err)) {
@@ -72,7 +72,7 @@ static int probe(void)
 int main(int argc, char **argv)
 {
 	struct vm_config cfg;
-	struct error err = { "" };
+	struct error err = { .msg = "" };
 	config_defaults(&cfg);
 	if (config_parse_args(&cfg, argc, argv, &err)) {
 		fprintf(stderr, "kvmbox-vmm: %s\n", err.msg);

@@ -80,6 +80,53 @@ void vm_irq_line(struct vm *vm, unsigned irq, int level)
 		log_warn(&vm->log, "KVM_IRQ_LINE %u=%d failed: %s", irq, level, strerror(errno));
 }
 
+int vm_cmdline_append(struct vm *vm, struct error *err, const char *fmt, ...)
+{
+	char add[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(add, sizeof(add), fmt, ap);
+	va_end(ap);
+	size_t old = vm->cmdline_extra ? strlen(vm->cmdline_extra) : 0;
+	char *s = realloc(vm->cmdline_extra, old + strlen(add) + 2);
+	if (!s)
+		return error_set(err, "out of memory");
+	snprintf(s + old, strlen(add) + 2, "%s%s", old ? " " : "", add);
+	vm->cmdline_extra = s;
+	return 0;
+}
+
+int vm_ioeventfd(struct vm *vm, uint64_t addr, uint32_t len, uint64_t datamatch, int *fd, struct error *err)
+{
+	*fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (*fd < 0)
+		return error_set(err, "eventfd failed: %s", strerror(errno));
+	struct kvm_ioeventfd io = { .datamatch = datamatch, .addr = addr, .len = len, .fd = *fd,
+				    .flags = KVM_IOEVENTFD_FLAG_DATAMATCH };
+	if (ioctl(vm->vm_fd, KVM_IOEVENTFD, &io) < 0) {
+		int e = errno;
+		close(*fd);
+		*fd = -1;
+		return error_set(err, "KVM_IOEVENTFD at 0x%llx failed: %s", (unsigned long long)addr, strerror(e));
+	}
+	return 0;
+}
+
+int vm_irqfd(struct vm *vm, unsigned gsi, int *fd, struct error *err)
+{
+	*fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (*fd < 0)
+		return error_set(err, "eventfd failed: %s", strerror(errno));
+	struct kvm_irqfd irqfd = { .fd = (uint32_t)*fd, .gsi = gsi };
+	if (ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0) {
+		int e = errno;
+		close(*fd);
+		*fd = -1;
+		return error_set(err, "KVM_IRQFD for interrupt %u failed: %s", gsi, strerror(e));
+	}
+	return 0;
+}
+
 static int create_devices(struct vm *vm, struct error *err)
 {
 	for (const struct device_desc *const *d = __start_kvmbox_devices; d < __stop_kvmbox_devices; d++) {
@@ -167,7 +214,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct error *err)
 	if (map_memory(vm, err))
 		return -VM_EXIT_BAD_INPUT;
 	if (create_devices(vm, err))
-		return -1;
+		return err->user_input ? -VM_EXIT_BAD_INPUT : -1;
 	if (arch_load_guest(vm, err))
 		return -VM_EXIT_BAD_INPUT;
 
@@ -295,7 +342,8 @@ void vm_destroy(struct vm *vm)
 	free(vm->vcpus);
 	vm->vcpus = NULL;
 	free(vm->cmdline);
-	vm->cmdline = NULL;
+	free(vm->cmdline_extra);
+	vm->cmdline = vm->cmdline_extra = NULL;
 	if (vm->vm_fd >= 0)
 		close(vm->vm_fd);
 	if (vm->kvm_fd >= 0)

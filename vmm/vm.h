@@ -76,6 +76,8 @@ struct vm {
 	struct device_instance devices[VM_MAX_DEVICES];
 	int nr_devices;
 	char *cmdline;          /* the command line the guest gets */
+	char *cmdline_extra;    /* what devices add to it (x86: virtio_mmio.device=...) */
+	unsigned nr_mmio_slots; /* virtio-mmio slots handed out so far */
 	bool guest_is_linux;    /* decides the default command line */
 	/* Where the boot vCPU starts, decided by the arch loader (mode is the arch's entry protocol). */
 	struct {
@@ -105,6 +107,14 @@ bool vm_is_exiting(struct vm *vm);
 
 /* Sets the level of a guest interrupt line (IOAPIC pin / PIC IRQ). */
 void vm_irq_line(struct vm *vm, unsigned irq, int level);
+
+/* Appends " text" to the command line devices contribute (before the user's --cmdline). */
+int vm_cmdline_append(struct vm *vm, struct error *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* An eventfd KVM signals when the guest writes len bytes of value datamatch at MMIO addr. */
+int vm_ioeventfd(struct vm *vm, uint64_t addr, uint32_t len, uint64_t datamatch, int *fd, struct error *err);
+/* An eventfd that raises guest interrupt gsi (edge) when written. */
+int vm_irqfd(struct vm *vm, unsigned gsi, int *fd, struct error *err);
 
 /* Opens /dev/kvm and identifies the backend; used by vm_create and --probe. */
 int kvm_open(int *kvm_fd, enum kvm_backend *backend, struct error *err);

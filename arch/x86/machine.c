@@ -27,6 +27,20 @@ uint64_t arch_boot_marker_addr(void)
 	return X86_BOOT_MARKER_ADDR;
 }
 
+/* Interrupts for virtio-mmio slots: free ISA lines first (4 is COM1, 8 the RTC), then IOAPIC pins 16-23. */
+static const unsigned virtio_irqs[] = { 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23 };
+
+int arch_virtio_mmio_slot(struct vm *vm, uint64_t *base, unsigned *irq, struct error *err)
+{
+	unsigned n = vm->nr_mmio_slots;
+	if (n >= sizeof(virtio_irqs) / sizeof(virtio_irqs[0]))
+		return error_set(err, "too many virtio devices (at most %zu)", sizeof(virtio_irqs) / sizeof(virtio_irqs[0]));
+	*base = X86_VIRTIO_MMIO_BASE + 0x1000ull * n;
+	*irq = virtio_irqs[n];
+	vm->nr_mmio_slots++;
+	return vm_cmdline_append(vm, err, "virtio_mmio.device=4K@0x%llx:%u", (unsigned long long)*base, *irq);
+}
+
 int arch_vm_init(struct vm *vm, struct error *err)
 {
 	/* Only VMX needs these two; where KVM does not want them they fail harmlessly. */
@@ -97,11 +111,13 @@ static int compose_cmdline(struct vm *vm, const struct kernel_image *k, struct e
 {
 	const char *user = vm->cfg->cmdline ? vm->cfg->cmdline : "";
 	const char *def = (!vm->cfg->no_default_cmdline && k->is_linux) ? default_linux_cmdline : "";
-	size_t len = strlen(def) + 1 + strlen(user);
+	const char *dev = vm->cmdline_extra ? vm->cmdline_extra : "";
+	size_t len = strlen(def) + 1 + strlen(dev) + 1 + strlen(user);
 	char *s = malloc(len + 1);
 	if (!s)
 		return error_set(err, "out of memory");
-	snprintf(s, len + 1, "%s%s%s", def, (*def && *user) ? " " : "", user);
+	/* Monitor defaults, then the devices, then the user's words, which win on repeats. */
+	snprintf(s, len + 1, "%s%s%s%s%s", def, (*def && *dev) ? " " : "", dev, ((*def || *dev) && *user) ? " " : "", user);
 	vm->cmdline = s;
 	if (strlen(s) > k->cmdline_max)
 		return error_set(err, "the kernel command line is %zu bytes, longer than the %u the kernel "

@@ -14,7 +14,7 @@
 #define MP_EXTINT 3
 #define MP_APIC_VERSION 0x14
 #define MP_IOAPIC_VERSION 0x11
-#define MP_ISA_IRQS 16
+#define MP_IOAPIC_PINS 24
 
 struct __attribute__((packed)) mpf_intel {
 	char signature[4];
@@ -73,7 +73,7 @@ int mptable_write(const struct guest_mem *mem, uint64_t gpa, unsigned nr_cpus, s
 {
 	/* ISA IRQ 0 (the PIT) reaches IOAPIC pin 2 in KVM's default routing. The PIC's ExtINT goes to
 	 * LINT0 only: an ExtINT entry on IOAPIC pin 0 makes Linux warn that the hardware disagrees. */
-	unsigned nr_ints = MP_ISA_IRQS - 1;
+	unsigned nr_ints = MP_IOAPIC_PINS - 1;
 	size_t table_len = sizeof(struct mpc_table) + nr_cpus * sizeof(struct mpc_cpu) + sizeof(struct mpc_bus) +
 			   sizeof(struct mpc_ioapic) + (nr_ints + 2) * sizeof(struct mpc_intsrc);
 	uint64_t table_gpa = gpa + sizeof(struct mpf_intel);
@@ -105,7 +105,8 @@ int mptable_write(const struct guest_mem *mem, uint64_t gpa, unsigned nr_cpus, s
 	memcpy(p, &io, sizeof(io));
 	p += sizeof(io);
 	count++;
-	for (unsigned irq = 0; irq < MP_ISA_IRQS; irq++) {
+	/* Every pin, so virtio-mmio devices can use 16-23 too (as ISA-style edge interrupts). */
+	for (unsigned irq = 0; irq < MP_IOAPIC_PINS; irq++) {
 		if (irq == 2)
 			continue; /* the cascade; pin 2 carries ISA IRQ 0 */
 		struct mpc_intsrc in = { .type = MP_ENTRY_IOINT, .irqtype = MP_INT, .srcbus = 0,

@@ -10,7 +10,7 @@
 
 The layout: /bin/busybox with a symlink per applet (`busybox --list-full`), the init script (/init in the
 initramfs, /sbin/init in the rootfs), /etc/{hostname,passwd,group}, mount points, and /dev/console 5:1,
-/dev/null 1:3, /dev/ttyS0 4:64. mtimes are $SOURCE_DATE_EPOCH (default 0).
+/dev/null 1:3, /dev/ttyS0 4:64, /dev/mem 1:1. mtimes are $SOURCE_DATE_EPOCH (default 0).
 """
 import argparse
 import os
@@ -24,7 +24,9 @@ DIRS = ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys"
         "mnt", "var", "var/log", "lib"]
 DEVICES = [("dev/console", stat.S_IFCHR | 0o600, 5, 1),
            ("dev/null", stat.S_IFCHR | 0o666, 1, 3),
-           ("dev/ttyS0", stat.S_IFCHR | 0o660, 4, 64)]
+           ("dev/ttyS0", stat.S_IFCHR | 0o660, 4, 64),
+           # /init writes the boot-time marker through /dev/mem before it mounts anything
+           ("dev/mem", stat.S_IFCHR | 0o640, 1, 1)]
 ETC = {"etc/hostname": "kvmbox\n",
        "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
        "etc/group": "root:x:0:\n"}

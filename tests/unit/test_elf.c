@@ -158,6 +158,11 @@ Test(elf, load_refuses_below_min_paddr)
 	cr_assert_eq(t.buf[0xff000], TEST_FILL, "nothing written");
 	/* The same image is fine when the boot area ends lower. */
 	cr_assert_eq(kernel_image_load(&k, e.b, e.len, &t.mem, 0xff000, &err), 0, "%s", err.msg);
+	/* One byte below the limit. */
+	k.segs[0].paddr = 0xfffff;
+	cr_assert_eq(kernel_image_load(&k, e.b, e.len, &t.mem, 0x100000, &err), -1);
+	k.segs[0].paddr = 0x100000;
+	cr_assert_eq(kernel_image_load(&k, e.b, e.len, &t.mem, 0x100000, &err), 0, "%s", err.msg);
 	test_mem_fini(&t);
 }
 
