@@ -61,6 +61,10 @@ struct serial {
 	uint8_t rx[RX_FIFO_SIZE];
 	unsigned rx_head, rx_count;
 	unsigned panic_match; /* bytes of panic_text matched so far */
+	/* Output is written in runs: a burst of THR writes becomes one write(2), flushed at the next access
+	 * to any other register (the driver reads LSR or IIR between bursts), a newline, or a full buffer. */
+	uint8_t out[256];
+	unsigned out_len;
 };
 
 static uint8_t serial_iir(const struct serial *s)
@@ -91,14 +95,25 @@ static void rx_push(struct serial *s, uint8_t b)
 	s->rx_count++;
 }
 
+static void console_flush(struct serial *s)
+{
+	unsigned done = 0;
+	while (s->out_fd >= 0 && done < s->out_len) {
+		ssize_t r = write(s->out_fd, s->out + done, s->out_len - done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break; /* a closed console must not stop the guest */
+		done += (unsigned)r;
+	}
+	s->out_len = 0;
+}
+
 static void console_out(struct serial *s, uint8_t b)
 {
-	if (s->out_fd >= 0) {
-		ssize_t r;
-		do
-			r = write(s->out_fd, &b, 1);
-		while (r < 0 && errno == EINTR);
-	}
+	s->out[s->out_len++] = b;
+	if (b == '\n' || s->out_len == sizeof(s->out))
+		console_flush(s);
 	/* A kernel panic followed by a reboot (panic=-1) must not look like a clean reboot. */
 	if (b == (uint8_t)panic_text[s->panic_match]) {
 		if (++s->panic_match == sizeof(panic_text) - 1) {
@@ -200,6 +215,8 @@ static void serial_access(void *dev, uint64_t offset, uint8_t *data, uint32_t le
 {
 	struct serial *s = dev;
 	pthread_mutex_lock(&s->lock);
+	if (s->out_len && !(is_write && offset == UART_RX && !(s->lcr & LCR_DLAB)))
+		console_flush(s);
 	for (uint32_t i = 0; i < len && offset + i < 8; i++) {
 		if (is_write)
 			serial_write(s, (unsigned)(offset + i), data[i]);
@@ -274,6 +291,7 @@ static void serial_destroy(void *state)
 	struct serial *s = state;
 	if (!s)
 		return;
+	console_flush(s);
 	if (s->tty_saved)
 		tcsetattr(STDIN_FILENO, TCSANOW, &s->saved_tty);
 	if (s->out_owned)

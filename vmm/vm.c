@@ -143,13 +143,11 @@ static int create_devices(struct vm *vm, struct error *err)
 	return 0;
 }
 
-static int map_memory(struct vm *vm, struct error *err)
+/* Registers guest RAM with KVM. Run on its own thread: on some hosts a memory-slot change waits for
+ * an RCU grace period (milliseconds), which then overlaps device, kernel and vCPU set-up. */
+static void *register_memory(void *arg)
 {
-	uint64_t low_limit, high_base;
-	arch_mem_layout(&low_limit, &high_base);
-	if (guest_mem_alloc(&vm->mem, vm->cfg->memory_mib << 20, low_limit, high_base,
-			    vm->cfg->hugepages, err))
-		return -1;
+	struct vm *vm = arg;
 	for (int i = 0; i < vm->mem.nr_regions; i++) {
 		const struct guest_mem_region *r = &vm->mem.regions[i];
 		struct kvm_userspace_memory_region kr = {
@@ -158,10 +156,43 @@ static int map_memory(struct vm *vm, struct error *err)
 			.memory_size = r->size,
 			.userspace_addr = (uint64_t)(uintptr_t)r->hva,
 		};
-		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0)
-			return error_set(err, "KVM_SET_USER_MEMORY_REGION (slot %d, %llu MiB at 0x%llx) failed: %s",
-					 i, (unsigned long long)(r->size >> 20), (unsigned long long)r->gpa,
-					 strerror(errno));
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0) {
+			error_set(&vm->memslot_error, "KVM_SET_USER_MEMORY_REGION (slot %d, %llu MiB at 0x%llx) failed: %s",
+				  i, (unsigned long long)(r->size >> 20), (unsigned long long)r->gpa, strerror(errno));
+			return (void *)1;
+		}
+	}
+	return NULL;
+}
+
+static int map_memory(struct vm *vm, struct error *err)
+{
+	uint64_t low_limit, high_base;
+	arch_mem_layout(&low_limit, &high_base);
+	if (guest_mem_alloc(&vm->mem, vm->cfg->memory_mib << 20, low_limit, high_base,
+			    vm->cfg->hugepages, err))
+		return -1;
+	if (pthread_create(&vm->memslot_thread, NULL, register_memory, vm) == 0) {
+		vm->memslot_thread_started = true;
+		return 0;
+	}
+	if (register_memory(vm)) { /* no thread: do it here */
+		*err = vm->memslot_error;
+		return -1;
+	}
+	return 0;
+}
+
+static int wait_memory(struct vm *vm, struct error *err)
+{
+	if (!vm->memslot_thread_started)
+		return 0;
+	void *ret;
+	pthread_join(vm->memslot_thread, &ret);
+	vm->memslot_thread_started = false;
+	if (ret) {
+		*err = vm->memslot_error;
+		return -1;
 	}
 	return 0;
 }
@@ -226,7 +257,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct error *err)
 			return -1;
 		vm->nr_vcpus++;
 	}
-	return 0;
+	return wait_memory(vm, err);
 }
 
 static void on_exit_event(void *ctx, uint32_t events)
@@ -314,6 +345,8 @@ int vm_run(struct vm *vm, struct error *err)
 	}
 	if (vm->exit_code == VM_EXIT_OK)
 		log_info(&vm->log, "guest ended: %s", vm->exit_reason);
+	else if (vm->exit_code > 128) /* asked to stop: not an error */
+		log_info(&vm->log, "%s", vm->exit_reason);
 	else
 		log_error(&vm->log, "%s", vm->exit_reason);
 	rc = vm->exit_code;
@@ -333,6 +366,8 @@ out:
 
 void vm_destroy(struct vm *vm)
 {
+	struct error ignored;
+	wait_memory(vm, &ignored); /* vm_create may have failed while the slot thread ran */
 	for (int i = vm->nr_devices - 1; i >= 0; i--)
 		if (vm->devices[i].desc->destroy)
 			vm->devices[i].desc->destroy(vm->devices[i].state);

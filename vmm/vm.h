@@ -92,6 +92,9 @@ struct vm {
 	int exit_code;
 	char exit_reason[256];
 	int exit_eventfd;
+	pthread_t memslot_thread;   /* registers guest RAM while the rest is set up */
+	bool memslot_thread_started;
+	struct error memslot_error;
 	atomic_bool guest_panicked; /* the console printed a kernel panic */
 	atomic_bool boot_marker_seen;
 };

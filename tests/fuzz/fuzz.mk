@@ -1,20 +1,23 @@
 # Fuzzing (tests/fuzz/): libFuzzer targets for what the monitor reads from untrusted files.
 #   fuzz_kernel_image  the --kernel file: parse, load into guest RAM, zero page, PVH start_info, MP table
 #   fuzz_config_json   the --config file: config_apply_json_text
+#   fuzz_virtq         a split virtqueue laid out by a hostile guest (header + guest RAM image)
 # make check-fuzz-corpus  replays tests/fuzz/corpus/<target>/ through each target, built with $(CC) and
 #                         the sanitizers against the ASan objects (no clang needed; part of make check)
 # make fuzz               builds the libFuzzer binaries with $(CLANG) and runs each for FUZZ_SECONDS;
 #                         new inputs go to $(BUILD)/fuzz/corpus/<target>/, crashes to $(BUILD)/fuzz/crashes/
 # make fuzz-coverage      line coverage of the monitor's files by both corpora (committed + found)
 # A crash file replays with: $(BUILD)/asan/fuzz/replay-<target> FILE...
-# tests/fuzz/mkcorpus.py writes the committed seeds. Only the files under test are linked: nothing that
+# tests/fuzz/mkcorpus*.py write the committed seeds. Only the files under test are linked: nothing that
 # registers a device in the kvmbox_devices section (clang's ASan would pad those globals).
-FUZZ_TARGETS := kernel_image config_json
+FUZZ_TARGETS := kernel_image config_json virtq
 FUZZ_LIB_kernel_image := boot/elf.c boot/bzimage.c boot/kernel_image.c boot/linux_x86.c boot/pvh.c \
 	vmm/guest_mem.c vmm/log.c arch/x86/mptable.c
 FUZZ_LIB_config_json := vmm/config.c vmm/log.c
+FUZZ_LIB_virtq := vmm/virtq.c vmm/guest_mem.c vmm/log.c
 FUZZ_MAX_LEN_kernel_image := 65536
 FUZZ_MAX_LEN_config_json := 4096
+FUZZ_MAX_LEN_virtq := 65552
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS ?=
 FUZZ_OUT := $(BUILD)/fuzz
@@ -61,7 +64,7 @@ fuzz-run-%: $(FUZZ_OUT)/fuzz-%
 	@echo "fuzz: $* for $(FUZZ_SECONDS) s, log in $(FUZZ_OUT)/$*.log"
 	@$(FUZZ_ENV) $(FUZZ_OUT)/fuzz-$* $(FUZZ_OUT)/corpus/$* tests/fuzz/corpus/$* \
 		-max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN_$*) -timeout=10 -rss_limit_mb=2048 \
-		-dict=tests/fuzz/$*.dict -artifact_prefix=$(FUZZ_OUT)/crashes/$*- -print_final_stats=1 \
+		$(if $(wildcard tests/fuzz/$*.dict),-dict=tests/fuzz/$*.dict) -artifact_prefix=$(FUZZ_OUT)/crashes/$*- -print_final_stats=1 \
 		$(FUZZ_FLAGS) >$(FUZZ_OUT)/$*.log 2>&1; rc=$$?; \
 		grep -E '^(INFO: seed corpus|#[0-9]+[[:space:]]+(INITED|DONE)|stat::|==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)' \
 			$(FUZZ_OUT)/$*.log; \

@@ -45,6 +45,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		broken("console file without a path");
 	if ((unsigned)c.entry > ENTRY_PVH || (unsigned)c.log_level > LOG_DEBUG)
 		broken("enum out of range");
+	if (c.nr_disks > CONFIG_MAX_DISKS || (c.nr_disks && !c.disks))
+		broken("disk list");
+	for (unsigned i = 0; i < c.nr_disks; i++)
+		if (!c.disks[i])
+			broken("NULL disk spec");
 	if (c.probe || c.help || c.version)
 		broken("a command-line-only key was applied");
 	config_free(&c);

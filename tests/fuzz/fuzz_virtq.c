@@ -5,7 +5,7 @@
  * byte of every segment it got (ASan then catches any pointer outside RAM), checks virtq.h's promises,
  * returns the chains and asks about interrupts and notifications. Any report or abort is a bug.
  *
- * Header: [0] log2(size) % 9; [1] flags: 1 EVENT_IDX, 2 INDIRECT_DESC, 4 write avail->idx from [13..14],
+ * Header: [0] log2(size) % 9, or from 0xf0 a raw size 0..15; [1] flags: 1 EVENT_IDX, 2 INDIRECT_DESC, 4 write avail->idx from [13..14],
  * 8 keep unaligned ring addresses; [2..4] [5..7] [8..10] desc/avail/used gpa (24 bits each);
  * [11..12] starting last_avail_idx (and used_idx); [15] which pops are followed by an interrupt check.
  */
@@ -101,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(ram, data + HDR, size - HDR < RAM ? size - HDR : RAM);
 
 	const uint8_t *h = data;
-	uint16_t qsize = (uint16_t)(1u << (h[0] % 9));
+	uint16_t qsize = h[0] >= 0xf0 ? h[0] - 0xf0 : (uint16_t)(1u << (h[0] % 9));
 	bool event_idx = h[1] & 1, indirect = h[1] & 2;
 	uint64_t desc = get24(h + 2), avail = get24(h + 5), used = get24(h + 8);
 	if (!(h[1] & 8)) {

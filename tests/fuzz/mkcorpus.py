@@ -99,7 +99,10 @@ def config_seeds():
         "kernel": "build/guests/check64.elf", "initrd": "initrd.cpio", "cmdline": "console=ttyS0 quiet",
         "memory": 256, "cpus": 2, "console": "stdio", "timeout": 12.5, "entry": "auto",
         "hugepages": False, "allow-emulated": True, "no-default-cmdline": False, "log-level": "debug",
+        "disk": ["rootfs.ext4,serial=root", "data.img,readonly,direct"],
     }, indent=1)
+    yield "disks", json.dumps({"disk": ["d%d.img" % i for i in range(16)]})
+    yield "disks-bad", '{"disk": ["a.img", 7, ["b"]]}'
     yield "minimal", "{}"
     yield "pvh-file-console", '{"kernel": "vmlinux", "entry": "pvh", "console": "/tmp/serial.log", "timeout": 3}'
     yield "limits", '{"memory": 1048576, "cpus": 255, "timeout": 1e9, "entry": "linux64", "console": "none"}'

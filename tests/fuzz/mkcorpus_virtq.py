@@ -134,6 +134,14 @@ def seeds():
     yield "bad-desc-align", q.bytes()
     q = plain(flags=EVENT_IDX, used=HIGH_BASE + (16 << 10) - (4 + 8 * 8))
     yield "bad-used-event-word", q.bytes()
+    q = Layout(flags=INDIRECT_DESC)
+    for i in range(257):
+        q.d(i, DATA, 1, NEXT if i < 256 else 0, i + 1, table=IND)
+    q.d(0, IND, 257 * 16, INDIRECT)
+    q.publish(0)
+    yield "bad-257-buffers", q.bytes()
+    q = plain()
+    yield "bad-size", b"\xf6" + q.bytes()[1:]
 
 
 def main():

@@ -5,6 +5,7 @@
 #   triple-fault.elf  empty IDT + int $0x80: the monitor must exit 3 (or 4)
 #   garbage.elf       entry point is undecodable bytes: the monitor must exit 3 or 4
 #   spin.elf          prints SPIN and spins forever: --timeout must end it (exit 5)
+#   blk.elf           64-bit: a polling virtio 1.x driver that drives the first virtio-blk disk
 # Only Debian's gcc/binutils and python3 are used. Included by the top-level Makefile (BUILD, CC).
 BUILD ?= build
 CC ?= gcc
@@ -22,7 +23,7 @@ GUEST_M64 := -m64 -mcmodel=small
 GUEST_M32 := -m32 -march=i686
 
 GUEST_TARGETS := $(addprefix $(GUEST_OUT)/,check64.elf check.bzImage check-pvh.elf triple-fault.elf \
-	garbage.elf spin.elf)
+	garbage.elf spin.elf blk.elf)
 
 guests: $(GUEST_TARGETS)
 
@@ -52,6 +53,9 @@ define guest64_link
 endef
 
 $(GUEST_OUT)/check64.elf: $(addprefix $(GUEST_OUT)/obj64/,head64.o check64.o lib.o) $(GUEST_SRC)/guest64.ld \
+		$(GUEST_SRC)/elfcheck.py
+	$(guest64_link)
+$(GUEST_OUT)/blk.elf: $(addprefix $(GUEST_OUT)/obj64/,head64.o blk.o lib.o) $(GUEST_SRC)/guest64.ld \
 		$(GUEST_SRC)/elfcheck.py
 	$(guest64_link)
 $(GUEST_OUT)/triple-fault.elf: $(GUEST_OUT)/obj64/triple-fault.o $(GUEST_SRC)/tiny64.ld $(GUEST_SRC)/elfcheck.py

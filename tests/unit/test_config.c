@@ -426,3 +426,73 @@ Test(config, second_parse_after_error, .init = setup, .fini = teardown, KNOWN_BU
 	cr_assert_eq(PARSE("--memory", "64"), 0, "a valid command line after a failed one: %s", err.msg);
 	cr_assert_eq(c.memory_mib, 64);
 }
+
+/* ---- --disk: repeatable, kept in order, at most CONFIG_MAX_DISKS ---- */
+
+Test(config, disks_repeatable_in_order, .init = setup, .fini = teardown)
+{
+	cr_assert_eq(PARSE("--disk", "a.img", "--disk=b.img,readonly", "--kernel", "k", "--disk", "c.img"), 0,
+		     "%s", err.msg);
+	cr_assert_eq(c.nr_disks, 3);
+	cr_assert_str_eq(c.disks[0], "a.img");
+	cr_assert_str_eq(c.disks[1], "b.img,readonly", "the spec is kept verbatim for the device to parse");
+	cr_assert_str_eq(c.disks[2], "c.img");
+}
+
+Test(config, disks_limit, .init = setup, .fini = teardown)
+{
+	for (unsigned i = 0; i < CONFIG_MAX_DISKS; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "d%u.img", i);
+		cr_assert_eq(PARSE("--disk", name), 0, "disk %u: %s", i, err.msg);
+	}
+	cr_assert_eq(c.nr_disks, CONFIG_MAX_DISKS);
+	cr_assert_str_eq(c.disks[CONFIG_MAX_DISKS - 1], "d15.img");
+	expect_error(PARSE("--disk", "one-too-many.img"), "at most 16 disks");
+	cr_assert_eq(c.nr_disks, CONFIG_MAX_DISKS);
+}
+
+Test(config, disks_json, .init = setup, .fini = teardown)
+{
+	cr_assert_eq(json("{\"disk\": [\"root.img,serial=root\", \"data.img\"]}"), 0, "%s", err.msg);
+	cr_assert_eq(c.nr_disks, 2);
+	cr_assert_str_eq(c.disks[0], "root.img,serial=root");
+	cr_assert_str_eq(c.disks[1], "data.img");
+	cr_assert_eq(json("{\"disk\": []}"), 0, "%s", err.msg);
+	cr_assert_eq(c.nr_disks, 2, "an empty list adds nothing");
+}
+
+Test(config, disks_json_wrong_types, .init = setup, .fini = teardown)
+{
+	wrong_type("{\"disk\": \"root.img\"}", "\"disk\" must be an array of strings");
+	wrong_type("{\"disk\": [\"a.img\", 3]}", "\"disk\"[1] must be a string");
+	wrong_type("{\"disk\": [[\"a.img\"]]}", "\"disk\"[0] must be a string");
+	wrong_type("{\"disk\": null}", "must be an array of strings");
+}
+
+Test(config, disks_json_limit, .init = setup, .fini = teardown)
+{
+	char text[1024] = "{\"disk\": [";
+	for (unsigned i = 0; i <= CONFIG_MAX_DISKS; i++)
+		snprintf(text + strlen(text), sizeof(text) - strlen(text), "%s\"d%u\"", i ? ", " : "", i);
+	strcat(text, "]}");
+	expect_error(json(text), "at most 16 disks");
+	cr_assert_eq(c.nr_disks, CONFIG_MAX_DISKS);
+}
+
+Test(config, disks_from_cli_and_config_file, .init = setup, .fini = teardown)
+{
+	write_cfg("{\"disk\": [\"b.img\"]}");
+	int rc = PARSE("--disk", "a.img", "--config", cfg_path, "--disk", "c.img");
+	remove_cfg();
+	cr_assert_eq(rc, 0, "%s", err.msg);
+	cr_assert_eq(c.nr_disks, 3);
+	cr_assert_str_eq(c.disks[0], "a.img");
+	cr_assert_str_eq(c.disks[1], "b.img");
+	cr_assert_str_eq(c.disks[2], "c.img");
+}
+
+Test(config, disk_needs_a_value, .init = setup, .fini = teardown)
+{
+	expect_error(PARSE("--disk"), "--disk needs a value");
+}

@@ -20,8 +20,9 @@ static uint8_t sum(const uint8_t *p, size_t len)
 	return s;
 }
 
-#define ISA_INTS 15 /* ISA IRQs 0..15 without the cascade (2) */
-static size_t table_len(unsigned cpus) { return 44 + 20 * cpus + 8 + 8 + (ISA_INTS + 2) * 8; }
+#define IOAPIC_PINS 24
+#define IO_INTS (IOAPIC_PINS - 1) /* sources 0..23 without the cascade (2) */
+static size_t table_len(unsigned cpus) { return 44 + 20 * cpus + 8 + 8 + (IO_INTS + 2) * 8; }
 
 /* Checks everything for nr_cpus CPUs at gpa; returns the table. */
 static const uint8_t *check_tables(uint64_t gpa, unsigned cpus)
@@ -43,7 +44,7 @@ static const uint8_t *check_tables(uint64_t gpa, unsigned cpus)
 	cr_assert_eq(tb[6], 4, "spec");
 	cr_assert_eq(sum(tb, len), 0, "table checksum");
 	cr_assert_eq(memcmp(tb + 8, "KVMBOX  ", 8), 0, "OEM id");
-	cr_assert_eq(get16(tb + 34), cpus + 2 + ISA_INTS + 2, "entry count");
+	cr_assert_eq(get16(tb + 34), cpus + 2 + IO_INTS + 2, "entry count");
 	cr_assert_eq(get32(tb + 36), X86_LAPIC_ADDR, "LAPIC address");
 	if ((uint64_t)(tb - t.buf) + len < t.size)
 		cr_assert_eq(tb[len], TEST_FILL, "nothing written past the table");
@@ -63,18 +64,18 @@ static const uint8_t *check_tables(uint64_t gpa, unsigned cpus)
 	cr_assert_eq(p[3] & 1, 1, "IOAPIC enabled");
 	cr_assert_eq(get32(p + 4), X86_IOAPIC_ADDR);
 	p += 8;
-	bool seen[16] = { false };
-	for (int i = 0; i < ISA_INTS; i++, p += 8) {
+	bool seen[IOAPIC_PINS] = { false };
+	for (int i = 0; i < IO_INTS; i++, p += 8) {
 		cr_assert_eq(p[0], 3, "I/O interrupt entry");
 		cr_assert_eq(p[1], 0, "INT");
 		cr_assert_eq(p[4], 0, "source bus: ISA");
 		uint8_t irq = p[5];
-		cr_assert_lt(irq, 16);
+		cr_assert_lt(irq, IOAPIC_PINS);
 		cr_assert_neq(irq, 2, "no entry for the cascade");
 		cr_assert_not(seen[irq], "IRQ %u twice", irq);
 		seen[irq] = true;
 		cr_assert_eq(p[6], (uint8_t)cpus, "to the IOAPIC");
-		cr_assert_eq(p[7], irq == 0 ? 2 : irq, "ISA IRQ %u to pin %u", irq, p[7]);
+		cr_assert_eq(p[7], irq == 0 ? 2 : irq, "IRQ %u to pin %u", irq, p[7]);
 	}
 	cr_assert_eq(p[0], 4, "LINT0");
 	cr_assert_eq(p[1], 3, "ExtINT");

@@ -6,7 +6,7 @@
 # Only the files under test are linked: no device registers itself in the kvmbox_devices section.
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNIT_LIB_SRCS := boot/elf.c boot/bzimage.c boot/kernel_image.c boot/linux_x86.c boot/pvh.c \
-	vmm/guest_mem.c vmm/log.c vmm/config.c vmm/bus.c arch/x86/mptable.c
+	vmm/guest_mem.c vmm/log.c vmm/config.c vmm/bus.c vmm/virtq.c arch/x86/mptable.c
 UNIT_LDLIBS := -lcriterion -ljansson -lpthread -lm
 UNIT_KNOWN_BUGS ?= 0
 UNIT_JOBS ?= 2
@@ -38,7 +38,7 @@ check-unit: $(BUILD)/unit/kvmbox-unit $(BUILD)/asan/unit/kvmbox-unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(BUILD)/asan/unit/kvmbox-unit $(UNIT_RUN_FLAGS)
-	@[ "$(UNIT_KNOWN_BUGS)" != 0 ] || echo "check-unit: skipped $$(cat $(UNIT_SRCS) | grep -c '^Test(.*KNOWN_BUG)') \
-		tests of known monitor bugs (grep KNOWN_BUG tests/unit); UNIT_KNOWN_BUGS=1 runs them"
+	@[ "$(UNIT_KNOWN_BUGS)" != 0 ] || echo "check-unit: skipped $$(cat $(UNIT_SRCS) | grep -c '^Test(.*KNOWN_BUG)')" \
+		"tests of known monitor bugs (grep KNOWN_BUG tests/unit); UNIT_KNOWN_BUGS=1 runs them"
 
 .PHONY: check-unit unit-force
