@@ -95,6 +95,7 @@ struct blk_disk {
 	struct blk_request *free_reqs;
 	unsigned nr_reqs;
 	bool starved[VIRTIO_MMIO_MAX_QUEUES]; /* a queue stopped popping for lack of request slots */
+	unsigned inflight;      /* SQEs handed to io_uring and not reaped yet */
 	uint64_t reads, writes, flushes, errors;
 };
 
@@ -243,7 +244,7 @@ static bool blk_start(struct blk_disk *d, struct blk_request *r)
 			data_from_in(r);
 		r->expect = iov_bytes(r->data, r->nr_data);
 		if ((out && d->readonly) || r->expect % BLK_SECTOR || !in_range(d, h.sector, r->expect) ||
-		    r->nr_data > BLK_SEG_MAX + 1) {
+		    r->nr_data > BLK_SEG_MAX) {
 			req_complete(d, r, VIRTIO_BLK_S_IOERR);
 			return false;
 		}
@@ -276,9 +277,18 @@ static bool blk_start(struct blk_disk *d, struct blk_request *r)
 	case VIRTIO_BLK_T_DISCARD:
 	case VIRTIO_BLK_T_WRITE_ZEROES: {
 		struct blk_discard_segment seg;
-		if (d->readonly || c->out_bytes != sizeof(h) + sizeof(seg) ||
-		    virtq_chain_read(c, sizeof(h), &seg, sizeof(seg)) != sizeof(seg) ||
-		    !in_range(d, seg.sector, (uint64_t)seg.num_sectors * BLK_SECTOR)) {
+		if (c->out_bytes != sizeof(h) + sizeof(seg) ||
+		    virtq_chain_read(c, sizeof(h), &seg, sizeof(seg)) != sizeof(seg)) {
+			req_complete(d, r, VIRTIO_BLK_S_IOERR);
+			return false;
+		}
+		/* Unknown flags, or UNMAP on a DISCARD, are not ours to guess at (5.2.6.2). */
+		uint32_t allowed = h.type == VIRTIO_BLK_T_WRITE_ZEROES ? VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP : 0;
+		if (seg.flags & ~allowed) {
+			req_complete(d, r, VIRTIO_BLK_S_UNSUPP);
+			return false;
+		}
+		if (d->readonly || !in_range(d, seg.sector, (uint64_t)seg.num_sectors * BLK_SECTOR)) {
 			req_complete(d, r, VIRTIO_BLK_S_IOERR);
 			return false;
 		}
@@ -333,6 +343,7 @@ static void blk_queue_notify(void *dev, struct virtio_mmio *t, unsigned q)
 		r->reset_count = t->reset_count;
 		if (blk_start(d, r)) {
 			queued++;
+			d->inflight++;
 		} else {
 			completed_now = true;
 			req_put(d, r);
@@ -361,6 +372,7 @@ static void blk_on_completion(void *ctx, uint32_t events)
 	io_uring_for_each_cqe(&d->ring, head, cqe) {
 		struct blk_request *r = io_uring_cqe_get_data(cqe);
 		seen++;
+		d->inflight--;
 		/* Results of I/O the driver reset away go nowhere: the rings may be new ones by now. */
 		if (r->reset_count == t->reset_count && virtio_mmio_driver_ok(t)) {
 			bool ok = cqe->res >= 0 && (uint64_t)cqe->res == r->expect;
@@ -391,9 +403,20 @@ static void blk_on_completion(void *ctx, uint32_t events)
 	pthread_mutex_unlock(&t->lock);
 }
 
+/* The driver reset the device (vCPU thread, transport lock held, so the event loop is not inside the
+ * ring): wait for every request still in flight, so no read lands in guest memory the driver has
+ * already reused, and drop the results. */
 static void blk_reset(void *dev)
 {
 	struct blk_disk *d = dev;
+	while (d->inflight) {
+		struct io_uring_cqe *cqe;
+		if (io_uring_wait_cqe(&d->ring, &cqe) < 0)
+			break;
+		req_put(d, io_uring_cqe_get_data(cqe));
+		io_uring_cqe_seen(&d->ring, cqe);
+		d->inflight--;
+	}
 	for (unsigned q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++)
 		d->starved[q] = false;
 }

@@ -23,9 +23,14 @@ static void layout(struct guest_mem *m, uint8_t *base, uint64_t size, uint64_t l
 int guest_mem_alloc(struct guest_mem *m, uint64_t size, uint64_t low_limit, uint64_t high_base,
 		    bool hugepages, struct error *err)
 {
-	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	if (hugepages && size % (2ull << 20))
+		return error_set(err, "--memory %llu with --hugepages: must be a multiple of 2 MiB",
+				 (unsigned long long)(size >> 20));
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS;
 	if (hugepages)
-		flags |= MAP_HUGETLB; /* 2 MiB, the default huge page size on x86_64 */
+		flags |= MAP_HUGETLB; /* 2 MiB pages, reserved now: NORESERVE would turn a shortage into SIGBUS later */
+	else
+		flags |= MAP_NORESERVE;
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
 	if (p == MAP_FAILED) {
 		if (hugepages)

@@ -1,18 +1,24 @@
 /* blk: a minimal virtio 1.x driver over virtio-mmio (register layout 2) that drives the first
  * virtio-blk device (slot 0 at 0xd0001000) from inside the guest and checks what the spec and
  * docs/kvmbox-vmm.md promise: probing, feature negotiation (and its refusal), queue set-up, reads and
- * writes with several segments, FLUSH, GET_ID, out-of-range / unsupported / odd-length requests, the
- * read-only disk, and malformed rings that must set DEVICE_NEEDS_RESET without the device touching
- * guest memory, each followed by a reset and a working read. Polling only (IF stays 0); every wait is
- * bounded by the CMOS RTC plus an iteration cap.
+ * writes with several segments and odd framing, FLUSH, GET_ID, out-of-range / unsupported / odd-length
+ * requests, interrupt suppression (NO_INTERRUPT, EVENT_IDX), indirect tables, DISCARD/WRITE_ZEROES,
+ * the read-only disk, a second queue (MQ, with --cpus 2), and malformed rings and queue set-ups that
+ * must set DEVICE_NEEDS_RESET without the device touching guest memory, each followed by a reset and a
+ * working read. Polling only (IF stays 0); every wait is bounded by the CMOS RTC plus an iteration cap.
+ *
+ * Command line words: `seed=N` (the pattern's seed, default 1); `blk-strict` adds checks the monitor
+ * is known to fail (virtio 1.4 5.2.6.2: DISCARD with the unmap flag, unknown flags -> UNSUPP).
  *
  * Console lines besides PASS/FAIL/DONE: `GUEST blk.elf`, `SEED <n>`, `FEATURES 0x<hex>`,
- * `CAPACITY <sectors>`, `CONFIG seg_max=<n> blk_size=<n> num_queues=<n>`, `SERIAL <id>`,
- * `LAST fnv=<8 hex>` (FNV-1a of the last sector), `RO <0|1>`.
+ * `CAPACITY <sectors>`, `CONFIG seg_max=<n> blk_size=<n> num_queues=<n>`, `RO <0|1>`, `SERIAL <id>`,
+ * `LAST fnv=<8 hex>` (FNV-1a of the last sector, read after the failed writes beyond the end).
  *
- * The pattern (sectors PAT_SECTOR .. PAT_SECTOR+PAT_SECTORS-1): 128 little-endian u32 words per sector,
- * x = seed ^ (sector * 0x9e3779b9); each word is x = x * 1664525 + 1013904223 (mod 2^32). With a
- * writable disk the guest writes it, with a read-only one it expects the host to have put it there. */
+ * The pattern: 128 little-endian u32 words per sector, x = seed ^ (sector * 0x9e3779b9) (mod 2^32),
+ * then each word x = x * 1664525 + 1013904223 (mod 2^32). What a writable disk holds afterwards:
+ * the pattern in sectors 8-16 (8-15 in one write, 16 through odd framing), zeroes in 24-27 (WRITE_ZEROES),
+ * zeroes or the old data in 28-29 (DISCARD), everything else unchanged. A read-only disk must hold the
+ * pattern in sectors 8-15 beforehand (the host writes it) and stays unchanged. */
 #include "lib.h"
 
 #define BP 0x7000ULL
@@ -417,6 +423,23 @@ static void check_config(void)
 	}
 	w32(REG_QUEUE_SEL, 0);
 	qmax = r32(REG_QUEUE_NUM_MAX);
+
+	/* Registers: feature word 2 is empty, a queue beyond num_queues does not exist (QueueNumMax 0). */
+	bad = n_fail;
+	w32(REG_DEVICE_FEATURES_SEL, 2);
+	if (r32(REG_DEVICE_FEATURES) != 0)
+		fail("registers", "DeviceFeatures word 2 = 0x%x, want 0", r32(REG_DEVICE_FEATURES));
+	if (qmax < QSIZE || (qmax & (qmax - 1)))
+		fail("registers", "QueueNumMax %u: not a power of two >= %u", qmax, QSIZE);
+	w32(REG_QUEUE_SEL, num_queues);
+	if (r32(REG_QUEUE_NUM_MAX) != 0)
+		fail("registers", "queue %u (beyond num_queues): QueueNumMax %u, want 0", num_queues,
+		     r32(REG_QUEUE_NUM_MAX));
+	if (r32(REG_QUEUE_READY) != 0)
+		fail("registers", "queue %u (beyond num_queues): QueueReady reads 1", num_queues);
+	w32(REG_QUEUE_SEL, 0);
+	if (n_fail == bad)
+		pass("registers");
 }
 
 static void check_negotiation(void)
@@ -559,6 +582,11 @@ static void check_io(void)
 			memcpy(s, id, 20);
 			s[20] = 0;
 			kprintf("SERIAL %s\n", s);
+			/* A buffer shorter than 20 bytes gets the serial's first bytes. */
+			memset(id, 0xee, sizeof(id));
+			if (expect_req("get-id", 0, T_GET_ID, 0, id, 8, S_OK, 9) == 0 &&
+			    (memcmp(id, s, 8) != 0 || id[8] != 0xee))
+				fail("get-id", "an 8-byte buffer got other bytes than the serial's first 8");
 		}
 	}
 	if (n_fail == bad)

@@ -143,3 +143,33 @@ class BadInput(VmmTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HugePages(VmmTestCase):
+    NR = "/proc/sys/vm/nr_hugepages"
+
+    def test_hugepages_shortage_is_a_clear_error(self):
+        """Not enough huge pages reserved: a clear error at start, never a SIGBUS later."""
+        with open(self.NR) as f:
+            if int(f.read()) != 0:
+                self.skipTest("huge pages are reserved on this host")
+        k = os.path.join(IMAGES, "vmlinux")
+        res = run_vmm(["--kernel", need(k), "--hugepages", "--memory", "64"], timeout=30)
+        self.assertEqual(res.rc, EXIT_BAD_INPUT, repr(res))
+        self.assertIn("huge pages", res.log)
+
+    @unittest.skipUnless(os.geteuid() == 0, "reserving huge pages needs root")
+    def test_hugepages_boot_linux(self):
+        with open(self.NR) as f:
+            before = int(f.read())
+        try:
+            with open(self.NR, "w") as f:
+                f.write(str(before + 64))
+            res = run_vmm(["--kernel", need(os.path.join(IMAGES, "vmlinux")), "--initrd",
+                           os.path.join(IMAGES, "initramfs.cpio.gz"), "--hugepages", "--memory", "128",
+                           "--cmdline", 'quiet kvmbox_cmd="echo huge-ok"'], timeout=60)
+            self.assertEqual(res.rc, 0, repr(res))
+            self.assertIn("huge-ok", res.console)
+        finally:
+            with open(self.NR, "w") as f:
+                f.write(str(before))
