@@ -199,12 +199,9 @@ int vd_negotiate(struct vd *vd, uint64_t features)
 	return 0;
 }
 
-int vd_setup_queue(struct vd *vd, unsigned q, uint16_t size)
+int vd_setup_queue_at(struct vd *vd, unsigned q, uint16_t size, uint64_t desc, uint64_t avail, uint64_t used)
 {
 	if (q >= VD_MAX_QUEUES || size == 0 || size > VD_QUEUE_MAX)
-		return -1;
-	vd_write32(vd, VD_REG_QUEUE_SEL, q);
-	if (size > vd_read32(vd, VD_REG_QUEUE_NUM_MAX))
 		return -1;
 	struct vd_queue *vq = &vd->q[q];
 	free(vq->inflight);
@@ -213,25 +210,44 @@ int vd_setup_queue(struct vd *vd, unsigned q, uint16_t size)
 	if (!vq->inflight)
 		return -1;
 	vq->size = size;
-	vq->desc = vd_alloc(vd, 16ull * size, 4096);
-	vq->avail = vd_alloc(vd, 6 + 2ull * size, 4096);
-	vq->used = vd_alloc(vd, 6 + 8ull * size, 4096);
-	vq->hdrs = vd_alloc(vd, 16ull * size, 4096);
-	vq->status = vd_alloc(vd, size, 64);
-	for (unsigned i = 0; i < size; i++)
-		vq->free_stack[vq->nr_free++] = (uint16_t)(size - 1 - i);
+	vq->desc = desc;
+	vq->avail = avail;
+	vq->used = used;
+	vd_write32(vd, VD_REG_QUEUE_SEL, q);
 	vd_write32(vd, VD_REG_QUEUE_NUM, size);
-	vd_write32(vd, VD_REG_QUEUE_DESC_LOW, (uint32_t)vq->desc);
-	vd_write32(vd, VD_REG_QUEUE_DESC_HIGH, (uint32_t)(vq->desc >> 32));
-	vd_write32(vd, VD_REG_QUEUE_AVAIL_LOW, (uint32_t)vq->avail);
-	vd_write32(vd, VD_REG_QUEUE_AVAIL_HIGH, (uint32_t)(vq->avail >> 32));
-	vd_write32(vd, VD_REG_QUEUE_USED_LOW, (uint32_t)vq->used);
-	vd_write32(vd, VD_REG_QUEUE_USED_HIGH, (uint32_t)(vq->used >> 32));
+	vd_write32(vd, VD_REG_QUEUE_DESC_LOW, (uint32_t)desc);
+	vd_write32(vd, VD_REG_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
+	vd_write32(vd, VD_REG_QUEUE_AVAIL_LOW, (uint32_t)avail);
+	vd_write32(vd, VD_REG_QUEUE_AVAIL_HIGH, (uint32_t)(avail >> 32));
+	vd_write32(vd, VD_REG_QUEUE_USED_LOW, (uint32_t)used);
+	vd_write32(vd, VD_REG_QUEUE_USED_HIGH, (uint32_t)(used >> 32));
 	vd_write32(vd, VD_REG_QUEUE_READY, 1);
 	if (vd_read32(vd, VD_REG_QUEUE_READY) != 1)
 		return -1;
 	if (q >= vd->nr_queues)
 		vd->nr_queues = q + 1;
+	return 0;
+}
+
+int vd_setup_queue(struct vd *vd, unsigned q, uint16_t size)
+{
+	if (q >= VD_MAX_QUEUES || size == 0 || size > VD_QUEUE_MAX)
+		return -1;
+	vd_write32(vd, VD_REG_QUEUE_SEL, q);
+	if (size > vd_read32(vd, VD_REG_QUEUE_NUM_MAX))
+		return -1;
+	uint64_t desc = vd_alloc(vd, 16ull * size, 4096);
+	uint64_t avail = vd_alloc(vd, 6 + 2ull * size, 4096);
+	uint64_t used = vd_alloc(vd, 6 + 8ull * size, 4096);
+	uint64_t hdrs = vd_alloc(vd, 16ull * size, 4096);
+	uint64_t status = vd_alloc(vd, size, 64);
+	if (vd_setup_queue_at(vd, q, size, desc, avail, used))
+		return -1;
+	struct vd_queue *vq = &vd->q[q];
+	vq->hdrs = hdrs;
+	vq->status = status;
+	for (unsigned i = 0; i < size; i++)
+		vq->free_stack[vq->nr_free++] = (uint16_t)(size - 1 - i);
 	return 0;
 }
 

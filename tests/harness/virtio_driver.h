@@ -183,6 +183,9 @@ uint64_t vd_device_features(struct vd *vd);
 int vd_negotiate(struct vd *vd, uint64_t features);
 /* Allocates fresh rings of size entries in guest RAM and enables queue q; -1 if QueueReady stays 0. */
 int vd_setup_queue(struct vd *vd, unsigned q, uint16_t size);
+/* The same with rings where the caller says (fuzzing): no headers, no free descriptors, so vd_queue_req
+ * cannot be used on it; vd_put_desc/vd_publish/vd_notify can. */
+int vd_setup_queue_at(struct vd *vd, unsigned q, uint16_t size, uint64_t desc, uint64_t avail, uint64_t used);
 void vd_driver_ok(struct vd *vd);
 /* ... or all at once: negotiate, nr_queues queues of qsize (clamped to QueueNumMax), DRIVER_OK. */
 int vd_start(struct vd *vd, uint64_t features, unsigned nr_queues, uint16_t qsize);

@@ -54,7 +54,7 @@ static const int verdict_exit[] = { 2, 0, 1, 2, 3, 4, 130 };
 struct options {
 	const char *kernel, *initrd, *rootfs, *cmdline, *cpus, *memory, *expect, *log, *vmm;
 	double timeout;
-	bool allow_emulated, json, quiet;
+	bool allow_emulated, json, quiet, rootfs_rw;
 	const char **extra;
 	size_t n_extra;
 };
@@ -428,7 +428,8 @@ void boot_test_usage(FILE *out)
 		"options:\n"
 		"  --kernel PATH          guest kernel (vmlinux ELF or bzImage); required\n"
 		"  --initrd PATH          initial ramdisk (an initramfs with the userland to test)\n"
-		"  --rootfs PATH          ext4 root disk: not supported yet (the monitor has no virtio-blk)\n"
+		"  --rootfs PATH          root filesystem image on virtio-blk /dev/vda (read-only: root=/dev/vda ro)\n"
+		"  --rootfs-rw            attach --rootfs writable (root=/dev/vda rw): the guest may change it\n"
 		"  --cmdline STR          kernel command line (after the monitor's defaults)\n"
 		"  --cpus N               vCPUs (monitor default 1)\n"
 		"  --memory MiB           guest RAM (monitor default 128)\n"
@@ -469,12 +470,13 @@ static bool positive_int(const char *s)
 }
 
 enum { O_KERNEL = 256, O_INITRD, O_ROOTFS, O_CMDLINE, O_CPUS, O_MEMORY, O_EXPECT, O_TIMEOUT, O_LOG, O_VMM,
-       O_ALLOW_EMULATED, O_EXTRA, O_JSON, O_QUIET, O_HELP };
+       O_ALLOW_EMULATED, O_EXTRA, O_JSON, O_QUIET, O_HELP, O_ROOTFS_RW };
 
 static const struct option long_opts[] = {
 	{ "kernel", required_argument, NULL, O_KERNEL },
 	{ "initrd", required_argument, NULL, O_INITRD },
 	{ "rootfs", required_argument, NULL, O_ROOTFS },
+	{ "rootfs-rw", no_argument, NULL, O_ROOTFS_RW },
 	{ "cmdline", required_argument, NULL, O_CMDLINE },
 	{ "cpus", required_argument, NULL, O_CPUS },
 	{ "memory", required_argument, NULL, O_MEMORY },
@@ -506,6 +508,7 @@ static int parse(struct options *o, int argc, char **argv)
 		case O_KERNEL: o->kernel = optarg; break;
 		case O_INITRD: o->initrd = optarg; break;
 		case O_ROOTFS: o->rootfs = optarg; break;
+		case O_ROOTFS_RW: o->rootfs_rw = true; break;
 		case O_CMDLINE: o->cmdline = optarg; break;
 		case O_CPUS:
 			if (!positive_int(optarg))
@@ -542,9 +545,8 @@ static int parse(struct options *o, int argc, char **argv)
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument '%s' (options only)", argv[optind]);
-	if (o->rootfs)
-		return usage_error("--rootfs is not supported yet: the monitor has no virtio-blk (issue 4). "
-				   "Boot the userland as an initramfs with --initrd instead");
+	if (o->rootfs_rw && !o->rootfs)
+		return usage_error("--rootfs-rw needs --rootfs PATH");
 	if (!o->kernel)
 		return usage_error("--kernel PATH is required");
 	return 0;
@@ -865,9 +867,20 @@ static int boot_test(const struct options *o, struct run *r)
 		av[ac++] = "--initrd";
 		av[ac++] = o->initrd;
 	}
-	if (o->cmdline) {
+	/* A root disk: /dev/vda, read-only unless asked, and root= before the user's words (which win). */
+	char disk_arg[PATH_MAX + 16], cmdline_arg[8192];
+	const char *cmdline = o->cmdline;
+	if (o->rootfs) {
+		snprintf(disk_arg, sizeof(disk_arg), "%s%s", o->rootfs, o->rootfs_rw ? "" : ",readonly");
+		snprintf(cmdline_arg, sizeof(cmdline_arg), "root=/dev/vda %s%s%s", o->rootfs_rw ? "rw" : "ro",
+			 o->cmdline ? " " : "", o->cmdline ? o->cmdline : "");
+		cmdline = cmdline_arg;
+		av[ac++] = "--disk";
+		av[ac++] = disk_arg;
+	}
+	if (cmdline) {
 		av[ac++] = "--cmdline";
-		av[ac++] = o->cmdline;
+		av[ac++] = cmdline;
 	}
 	if (o->cpus) {
 		av[ac++] = "--cpus";
