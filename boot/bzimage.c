@@ -42,6 +42,9 @@ int bzimage_parse(const uint8_t *img, size_t len, struct kernel_image *k, struct
 		return error_set(err, "bzImage truncated: the protected-mode kernel starts at %llu but the "
 				 "file has %zu bytes", (unsigned long long)pm_offset, len);
 	uint64_t filesz = len - pm_offset;
+	if (filesz <= 0x200)
+		return error_set(err, "bzImage truncated: its protected-mode kernel (%llu bytes) ends before the "
+				 "64-bit entry at +0x200", (unsigned long long)filesz);
 	uint64_t init_size = rd32(img + HDR_INIT_SIZE);
 	uint64_t memsz = init_size > filesz ? init_size : filesz;
 	uint64_t load = BZIMAGE_DEFAULT_LOAD;

@@ -107,5 +107,14 @@ int elf_parse(const uint8_t *img, size_t len, struct kernel_image *k, struct err
 		return error_set(err, "ELF entry point 0x%llx is not inside any loadable segment",
 				 (unsigned long long)eh.e_entry);
 	k->entry64 = inside ? entry : 0;
+	if (k->pvh_entry) {
+		bool pvh_inside = false;
+		for (int i = 0; i < k->nr_segs; i++)
+			if (k->pvh_entry >= k->segs[i].paddr && k->pvh_entry - k->segs[i].paddr < k->segs[i].filesz)
+				pvh_inside = true;
+		if (!pvh_inside)
+			return error_set(err, "the PVH entry 0x%llx is not inside any loaded segment",
+					 (unsigned long long)k->pvh_entry);
+	}
 	return 0;
 }

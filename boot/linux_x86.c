@@ -37,8 +37,8 @@ int linux_boot_params_write(const struct guest_mem *mem, uint64_t gpa, const str
 		wr32(bp, BP_RAMDISK_SIZE, (uint32_t)bi->initrd_size);
 		wr32(bp, BP_EXT_RAMDISK_SIZE, (uint32_t)(bi->initrd_size >> 32));
 	}
-	if (bi->nr_e820 > BP_E820_MAX)
-		return error_set(err, "too many e820 entries (%d)", bi->nr_e820);
+	if (bi->nr_e820 < 0 || bi->nr_e820 > X86_BOOT_MAX_E820)
+		return error_set(err, "bad number of e820 entries (%d)", bi->nr_e820);
 	wr8(bp, BP_E820_ENTRIES, (uint8_t)bi->nr_e820);
 	for (int i = 0; i < bi->nr_e820; i++) {
 		uint8_t *e = bp + BP_E820_TABLE + 20 * i;

@@ -36,6 +36,8 @@ _Static_assert(sizeof(struct hvm_memmap_table_entry) == 24, "memmap entry layout
 int pvh_start_info_write(const struct guest_mem *mem, uint64_t gpa, const struct x86_boot_info *bi,
 			 struct error *err)
 {
+	if (bi->nr_e820 < 0 || bi->nr_e820 > X86_BOOT_MAX_E820)
+		return error_set(err, "bad number of memory map entries (%d)", bi->nr_e820);
 	uint64_t modlist = gpa + 64;
 	uint64_t memmap = modlist + sizeof(struct hvm_modlist_entry);
 	uint64_t total = memmap - gpa + (uint64_t)bi->nr_e820 * sizeof(struct hvm_memmap_table_entry);

@@ -66,7 +66,8 @@ static int parse_uint(const char *name, const char *s, uint64_t *out, struct err
 {
 	char *end;
 	errno = 0;
-	if (*s == '-' || *s == '\0')
+	/* strtoull would skip blanks and negate a '-': accept digits only. */
+	if (*s < '0' || *s > '9')
 		return error_set(err, "--%s: '%s' is not a positive whole number", name, s);
 	unsigned long long v = strtoull(s, &end, 10);
 	if (errno || *end)
@@ -271,11 +272,11 @@ static int config_read_file(struct vm_config *c, const char *path, struct error 
 	size_t cap = 0, len = 0;
 	int rc = 0;
 	for (;;) {
+		if (len > (1u << 20)) {
+			rc = error_set(err, "--config %s: larger than 1 MiB; is it the right file?", path);
+			goto out;
+		}
 		if (len + 4096 + 1 > cap) {
-			if (cap > (1u << 20)) {
-				rc = error_set(err, "--config %s: larger than 1 MiB; is it the right file?", path);
-				goto out;
-			}
 			cap = cap ? cap * 2 : 8192;
 			char *nb = realloc(buf, cap);
 			if (!nb) {
@@ -310,7 +311,7 @@ int config_parse_args(struct vm_config *c, int argc, char **argv, struct error *
 					       NULL, (int)(256 + i) };
 	longopts[NR_OPTS] = (struct option){ 0 };
 	opterr = 0;
-	optind = 1;
+	optind = 0; /* 0, not 1: also forgets glibc's position inside a previous "-xy" cluster */
 	for (;;) {
 		int idx = -1;
 		int ch = getopt_long(argc, argv, "h", longopts, &idx);
@@ -321,10 +322,14 @@ int config_parse_args(struct vm_config *c, int argc, char **argv, struct error *
 			continue;
 		}
 		if (ch == '?' || ch == ':') {
-			const char *bad = argv[optind - 1];
+			/* optopt: a long option's value when its argument is missing, the letter of an unknown
+			 * short option, 0 for an unknown long option. */
+			if (optopt >= 256)
+				return error_set(err, "option --%s needs a value; see kvmbox-vmm --help",
+						 opts[optopt - 256].name);
 			if (optopt)
-				return error_set(err, "option %s needs a value; see kvmbox-vmm --help", bad);
-			return error_set(err, "unknown option %s; see kvmbox-vmm --help", bad);
+				return error_set(err, "unknown option -%c; see kvmbox-vmm --help", optopt);
+			return error_set(err, "unknown option %s; see kvmbox-vmm --help", argv[optind - 1]);
 		}
 		const struct opt_desc *o = &opts[ch - 256];
 		if (config_set(c, o, o->type == OPT_FLAG ? "true" : optarg, err))

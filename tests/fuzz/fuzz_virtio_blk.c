@@ -21,7 +21,8 @@
  *   [2]  log2 queue sizes: queue 0 low 3 bits, queue 1 bits 4..6
  *   [3..4] [5..6] [7..8]  queue 0 descriptor table / avail / used, in units of 16 / 2 / 4 bytes
  *   [10..11] [12..13]  queue 1 rings: offset of all three from queue 0's, in units of 16 bytes
- *   [14] pumps in the first round (1..32)   [15] queues to notify (bit 0, bit 1; 0 means all)
+ *   [14] turns of the loop in the first round (1 + bits 0..4); bit 7: do not wait for I/O (leave it in flight)
+ *   [15] queues to notify (bit 0, bit 1; 0 means all)
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -156,12 +157,33 @@ static bool writable_overlaps(struct vd *vd, const struct queue_plan *qp, unsign
 	return false;
 }
 
-/* Runs the loop until nothing is ready (at most n turns). */
-static void pump(struct vd *vd, unsigned n)
+/* Whether a ready queue has available entries the device has not returned (as guest RAM says now). */
+static bool outstanding(struct vd *vd, const struct queue_plan *qp, unsigned nq)
 {
-	for (unsigned i = 0; i < n; i++)
-		if (vd_pump(vd, 0) <= 0)
+	if (vd_status(vd) & VD_STATUS_NEEDS_RESET)
+		return false;
+	for (unsigned q = 0; q < nq; q++)
+		if (qp[q].ready && ram16(vd, qp[q].avail + 2) != ram16(vd, qp[q].used + 2))
+			return true;
+	return false;
+}
+
+/*
+ * Runs the loop until nothing is ready (at most n turns without waiting). Some I/O completes in io_uring's
+ * worker threads a little later: while requests look outstanding, wait up to 1 ms at a time, 5 times.
+ */
+static void pump(struct vd *vd, const struct queue_plan *qp, unsigned nq, unsigned n, unsigned max_waits)
+{
+	unsigned waits = 0;
+	for (unsigned i = 0; i < n + 5; i++) {
+		if (vd_pump(vd, 0) > 0)
+			continue;
+		if (waits >= max_waits || !outstanding(vd, qp, nq))
 			break;
+		waits++;
+		if (vd_pump(vd, 1) < 0)
+			break;
+	}
 }
 
 static void poke(struct vd *vd, const uint8_t *p)
@@ -244,8 +266,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	qp[1].desc = (qp[0].desc + off1) % RAM_SIZE;
 	qp[1].avail = (qp[0].avail + off1b) % RAM_SIZE;
 	qp[1].used = (qp[0].used + off1 + off1b) % RAM_SIZE;
-	for (unsigned q = 0; q < nq; q++)
+	for (unsigned q = 0; q < nq; q++) {
 		qp[q].ready = vd_setup_queue_at(vd, q, qp[q].size, qp[q].desc, qp[q].avail, qp[q].used) == 0;
+		/* The driver zeroes used->idx (the device counts from 0 and never reads it). */
+		uint8_t *used_idx = qp[q].ready ? vd_ptr(vd, qp[q].used + 2, 2) : NULL;
+		if (used_idx)
+			memset(used_idx, 0, 2);
+	}
 	bool late_driver_ok = h[1] & 128;
 	if (!late_driver_ok)
 		vd_driver_ok(vd);
@@ -285,21 +312,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		else
 			vd_notify(vd, q);
 	}
-	pump(vd, 1 + h[14] % 32);
+	pump(vd, qp, nq, 1 + h[14] % 32, h[14] & 128 ? 0 : 5);
 
 	if (late_driver_ok) {
 		vd_driver_ok(vd);
 		for (unsigned q = 0; q < nq; q++)
 			if (qp[q].notified)
 				vd_notify(vd, q);
-		pump(vd, 32);
+		pump(vd, qp, nq, 32, 5);
 	}
 	if (h[1] & 16) {
 		vd_write32(vd, VD_REG_QUEUE_SEL, 0);
 		vd_write32(vd, VD_REG_QUEUE_READY, 0);
 		vd_write32(vd, VD_REG_QUEUE_READY, 1);
 		vd_notify(vd, 0);
-		pump(vd, 32);
+		pump(vd, qp, nq, 32, 5);
 	}
 	if (h[1] & 32) {
 		/* More entries: whatever the ring holds past avail->idx. */
@@ -311,12 +338,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(idx, &v, 2);
 			vd_notify(vd, q);
 		}
-		pump(vd, 32);
+		pump(vd, qp, nq, 32, 5);
 	}
 	if (h[1] & 64) {
 		for (unsigned i = 0; i < 3; i++)
 			poke(vd, h + 17 + 5 * i);
-		pump(vd, 32);
+		pump(vd, qp, nq, 32, 5);
 	}
 	if (h[1] & 8) {
 		/* Reset with I/O possibly in flight, then queue 0 again on zeroed rings in the checker's area. */
@@ -375,6 +402,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				}
 			}
 		}
+	}
+	if (getenv("FUZZ_VIRTIO_BLK_VERBOSE")) {
+		fprintf(stderr, "status 0x%x, clean %d, layout_ok %d", vd_status(vd), clean, layout_ok);
+		for (unsigned q = 0; q < nq; q++)
+			fprintf(stderr, "; queue %u: ready %d, avail idx %u, used idx %u, first status %u", q,
+				qp[q].ready, qp[q].pending, qp[q].ready ? ram16(vd, qp[q].used + 2) : 0,
+				ram16(vd, 0xe00) & 0xff);
+		fprintf(stderr, "\n");
 	}
 	vd_destroy(vd);
 	return 0;

@@ -169,7 +169,7 @@ Test(zero_page, e820_limits, .init = setup, .fini = teardown)
  * (resp. not at all), but struct x86_boot_info holds X86_BOOT_MAX_E820 (16) entries: nr_e820 in
  * 17..128 reads past bi->e820[]. machine.c's build_e820 makes at most 5 entries today.
  */
-Test(zero_page, e820_count_above_array_refused, .init = setup, .fini = teardown, KNOWN_BUG)
+Test(zero_page, e820_count_above_array_refused, .init = setup, .fini = teardown)
 {
 	struct elf_img e;
 	elf_init_bare(&e);
@@ -264,7 +264,7 @@ Test(pvh, high_region_and_bounds, .init = setup, .fini = teardown)
 }
 
 /* KNOWN BUG (latent), as zero_page.e820_count_above_array_refused: no bound on nr_e820 at all. */
-Test(pvh, e820_count_above_array_refused, .init = setup, .fini = teardown, KNOWN_BUG)
+Test(pvh, e820_count_above_array_refused, .init = setup, .fini = teardown)
 {
 	struct x86_boot_info *bi = calloc(1, sizeof(*bi));
 	bi->nr_e820 = X86_BOOT_MAX_E820 + 8;

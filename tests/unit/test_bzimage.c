@@ -203,7 +203,7 @@ Test(bzimage, load)
  * lies inside the segment: a file part of 0x100 bytes with init_size 0 parses, and the vCPU would start
  * past the end of the loaded kernel.
  */
-Test(bzimage, entry_outside_kernel, KNOWN_BUG)
+Test(bzimage, entry_outside_kernel)
 {
 	bz_init(&z, 0);
 	put32(z.b + 0x260, 0); /* init_size */

@@ -104,7 +104,7 @@ Test(config, unknown_option_with_value, .init = setup, .fini = teardown)
  * config_parse_args takes optopt != 0 to mean "needs a value" and getopt sets optopt to the
  * unknown character: `kvmbox-vmm -x` says "option -x needs a value".
  */
-Test(config, unknown_short_option, .init = setup, .fini = teardown, KNOWN_BUG)
+Test(config, unknown_short_option, .init = setup, .fini = teardown)
 {
 	expect_error(PARSE("-x"), "unknown option -x");
 }
@@ -167,7 +167,7 @@ Test(config, memory_empty, .init = setup, .fini = teardown)
  * leading white space and then negates: " -18446744073709551615" is accepted as 1 (and
  * " -18446744073709551360" as 256 for --memory).
  */
-Test(config, negative_with_leading_space, .init = setup, .fini = teardown, KNOWN_BUG)
+Test(config, negative_with_leading_space, .init = setup, .fini = teardown)
 {
 	expect_error(PARSE("--cpus", " -18446744073709551615"), "not a positive whole number");
 }
@@ -406,7 +406,7 @@ Test(config, free_twice_is_safe, .init = setup, .fini = teardown)
  * KNOWN BUG (message): inside a cluster of short options getopt has not advanced optind yet, so
  * argv[optind - 1] is the program name: `kvmbox-vmm -xy` says "option kvmbox-vmm needs a value".
  */
-Test(config, unknown_short_option_in_cluster, .init = setup, .fini = teardown, KNOWN_BUG)
+Test(config, unknown_short_option_in_cluster, .init = setup, .fini = teardown)
 {
 	expect_error(PARSE("-xy"), "-x");
 	cr_assert_not(strstr(err.msg, "option kvmbox-vmm"), "%s", err.msg);
@@ -418,7 +418,7 @@ Test(config, unknown_short_option_in_cluster, .init = setup, .fini = teardown, K
  * call resumes at the stale 'y' of the previous argv (a dangling pointer if that argv is gone) and fails
  * a valid command line with "option --memory needs a value". optind = 0 requests a full reset.
  */
-Test(config, second_parse_after_error, .init = setup, .fini = teardown, KNOWN_BUG)
+Test(config, second_parse_after_error, .init = setup, .fini = teardown)
 {
 	cr_assert_eq(PARSE("-xy"), -1);
 	config_free(&c);
