@@ -32,6 +32,8 @@ static const struct opt_desc opts[] = {
 	{ "allow-emulated", OPT_FLAG, NULL, "on a PVM host, run a kernel that would run emulated", true },
 	{ "no-default-cmdline", OPT_FLAG, NULL, "pass --cmdline exactly, without the monitor's defaults", true },
 	{ "disk", OPT_LIST, "PATH[,readonly][,serial=ID][,direct]", "virtio-blk disk (repeatable; /dev/vda, vdb, ...)", true },
+	{ "net", OPT_LIST, "tap=NAME[,mac=MAC]|auto[,mac=MAC]", "virtio-net device on a tap (repeatable; eth0, eth1, ...)", true },
+	{ "vsock", OPT_STRING, "cid=N,uds=PATH", "virtio-vsock device, host side on the Unix socket PATH", true },
 	{ "log-level", OPT_STRING, "LEVEL", "error|warn|info|debug (default info)", true },
 	{ "config", OPT_STRING, "FILE", "read options from a JSON object with these long names as keys", false },
 	{ "probe", OPT_FLAG, NULL, "print the KVM backend and capabilities, then exit", false },
@@ -59,6 +61,10 @@ void config_free(struct vm_config *c)
 	for (unsigned i = 0; i < c->nr_disks; i++)
 		free(c->disks[i]);
 	free(c->disks);
+	free(c->vsock);
+	for (unsigned i = 0; i < c->nr_nets; i++)
+		free(c->nets[i]);
+	free(c->nets);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -85,6 +91,23 @@ static int set_string(char **dst, const char *v)
 
 static int config_read_file(struct vm_config *c, const char *path, struct error *err);
 
+/* One more value of a repeatable option (--disk, --net), kept in order. */
+static int list_append(char ***list, unsigned *nr, unsigned max, const char *name, const char *what,
+		       const char *v, struct error *err)
+{
+	if (*nr == max)
+		return error_set(err, "--%s %s: at most %u %s", name, v, max, what);
+	char **l = realloc(*list, (*nr + 1) * sizeof(*l));
+	if (!l)
+		return error_set(err, "out of memory");
+	*list = l;
+	l[*nr] = NULL;
+	if (set_string(&l[*nr], v))
+		return error_set(err, "out of memory");
+	(*nr)++;
+	return 0;
+}
+
 /* Applies one option given as text (from argv) or as an already type-checked JSON value rendered to text. */
 static int config_set(struct vm_config *c, const struct opt_desc *o, const char *v, struct error *err)
 {
@@ -94,21 +117,14 @@ static int config_set(struct vm_config *c, const struct opt_desc *o, const char 
 		return -1;
 	if (!strcmp(n, "kernel"))
 		return set_string(&c->kernel, v);
-	if (!strcmp(n, "disk")) {
-		if (c->nr_disks == CONFIG_MAX_DISKS)
-			return error_set(err, "--disk %s: at most %d disks", v, CONFIG_MAX_DISKS);
-		char **d = realloc(c->disks, (c->nr_disks + 1) * sizeof(*d));
-		if (!d)
-			return error_set(err, "out of memory");
-		c->disks = d;
-		c->disks[c->nr_disks] = NULL;
-		if (set_string(&c->disks[c->nr_disks], v))
-			return error_set(err, "out of memory");
-		c->nr_disks++;
-		return 0;
-	}
+	if (!strcmp(n, "disk"))
+		return list_append(&c->disks, &c->nr_disks, CONFIG_MAX_DISKS, n, "disks", v, err);
+	if (!strcmp(n, "net"))
+		return list_append(&c->nets, &c->nr_nets, CONFIG_MAX_NETS, n, "network devices", v, err);
 	if (!strcmp(n, "initrd"))
 		return set_string(&c->initrd, v);
+	if (!strcmp(n, "vsock"))
+		return set_string(&c->vsock, v);
 	if (!strcmp(n, "cmdline"))
 		return set_string(&c->cmdline, v);
 	if (!strcmp(n, "memory")) {

@@ -15,6 +15,7 @@ enum entry_mode { ENTRY_AUTO, ENTRY_LINUX64, ENTRY_PVH };
 #define CONFIG_MIN_MEMORY_MIB 2
 #define CONFIG_MAX_MEMORY_MIB (1024ull * 1024) /* 1 TiB */
 #define CONFIG_MAX_DISKS 16
+#define CONFIG_MAX_NETS 8
 
 struct vm_config {
 	char *kernel;
@@ -32,6 +33,9 @@ struct vm_config {
 	enum log_level log_level;
 	char **disks;           /* --disk PATH[,readonly][,serial=ID][,direct], in order */
 	unsigned nr_disks;
+	char **nets;            /* --net tap=NAME[,mac=MAC] | auto[,mac=MAC], in order */
+	unsigned nr_nets;
+	char *vsock;            /* --vsock cid=N,uds=PATH (devices/virtio_vsock.c parses it) */
 	bool probe;
 	bool help;
 	bool version;
