@@ -33,13 +33,14 @@ $(BUILD)/asan/kvmbox-vmm: $(VMM_SRCS:%.c=$(BUILD)/asan/obj/%.o)
 include tests/unit/unit.mk
 include tests/guests/guests.mk
 include tests/fuzz/fuzz.mk
+include tests/harness/harness.mk
 include tools/tools.mk
 include images/images.mk
 include tests/integration/integration.mk
 
-# make check: unit tests (release and ASan/UBSan), fuzz corpus replay, then integration tests with
-# real guests on /dev/kvm (test guests under both builds, Linux boots when the images exist).
-check: all check-unit check-fuzz-corpus check-integration
+# make check: unit tests (release and ASan/UBSan, including the device models driven in-process by
+# tests/harness), fuzz corpus replays, then integration tests with real guests on /dev/kvm.
+check: all check-unit check-harness check-fuzz-corpus check-fuzz-virtio-blk-corpus check-integration
 	@echo "make check: all tests passed"
 
 clean:

@@ -68,7 +68,7 @@ struct blk_request {
 	struct blk_disk *disk;
 	struct blk_request *next_free;
 	unsigned queue;
-	uint32_t reset_count;   /* the transport's, when submitted: a reset since then drops the result */
+	uint32_t generation;    /* the queue's, when submitted: a stop or reset since then drops the result */
 	uint32_t type;
 	uint64_t expect;        /* bytes a read/write must move */
 	uint32_t written;       /* bytes the device writes into the chain on success (data + status) */
@@ -340,7 +340,7 @@ static void blk_queue_notify(void *dev, struct virtio_mmio *t, unsigned q)
 			break;
 		}
 		r->queue = q;
-		r->reset_count = t->reset_count;
+		r->generation = t->queues[q].generation;
 		if (blk_start(d, r)) {
 			queued++;
 			d->inflight++;
@@ -357,6 +357,37 @@ static void blk_queue_notify(void *dev, struct virtio_mmio *t, unsigned q)
 		virtio_mmio_signal_used(t, q);
 }
 
+/* One completion: a used entry with its status, unless the queue stopped or reset since (then the
+ * rings may be new ones and the result goes nowhere). */
+static void blk_reap(struct blk_disk *d, struct io_uring_cqe *cqe, bool *touched)
+{
+	struct virtio_mmio *t = d->t;
+	struct blk_request *r = io_uring_cqe_get_data(cqe);
+	d->inflight--;
+	if (r->generation == t->queues[r->queue].generation && virtio_mmio_driver_ok(t)) {
+		bool ok = cqe->res >= 0 && (uint64_t)cqe->res == r->expect;
+		if (!ok)
+			log_debug(&d->vm->log, "virtio-blk %s: request type %u failed: %s", d->path, r->type,
+				  cqe->res < 0 ? strerror(-cqe->res) : "short transfer");
+		if (r->type == VIRTIO_BLK_T_IN)
+			d->reads++;
+		else if (r->type == VIRTIO_BLK_T_OUT)
+			d->writes++;
+		else if (r->type == VIRTIO_BLK_T_FLUSH)
+			d->flushes++;
+		req_complete(d, r, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR);
+		touched[r->queue] = true;
+	}
+	req_put(d, r);
+}
+
+static void blk_signal(struct blk_disk *d, const bool *touched)
+{
+	for (unsigned q = 0; q < d->ops.nr_queues; q++)
+		if (touched[q])
+			virtio_mmio_signal_used(d->t, q);
+}
+
 static void blk_on_completion(void *ctx, uint32_t events)
 {
 	struct blk_disk *d = ctx;
@@ -370,30 +401,12 @@ static void blk_on_completion(void *ctx, uint32_t events)
 	struct io_uring_cqe *cqe;
 	unsigned head, seen = 0;
 	io_uring_for_each_cqe(&d->ring, head, cqe) {
-		struct blk_request *r = io_uring_cqe_get_data(cqe);
+		blk_reap(d, cqe, touched);
 		seen++;
-		d->inflight--;
-		/* Results of I/O the driver reset away go nowhere: the rings may be new ones by now. */
-		if (r->reset_count == t->reset_count && virtio_mmio_driver_ok(t)) {
-			bool ok = cqe->res >= 0 && (uint64_t)cqe->res == r->expect;
-			if (!ok)
-				log_debug(&d->vm->log, "virtio-blk %s: request type %u failed: %s", d->path, r->type,
-					  cqe->res < 0 ? strerror(-cqe->res) : "short transfer");
-			if (r->type == VIRTIO_BLK_T_IN)
-				d->reads++;
-			else if (r->type == VIRTIO_BLK_T_OUT)
-				d->writes++;
-			else if (r->type == VIRTIO_BLK_T_FLUSH)
-				d->flushes++;
-			req_complete(d, r, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR);
-			touched[r->queue] = true;
-		}
-		req_put(d, r);
 	}
 	io_uring_cq_advance(&d->ring, seen);
+	blk_signal(d, touched);
 	for (unsigned q = 0; q < d->ops.nr_queues; q++) {
-		if (touched[q])
-			virtio_mmio_signal_used(t, q);
 		if (d->starved[q] && d->free_reqs) {
 			d->starved[q] = false;
 			if (virtio_mmio_driver_ok(t) && t->queues[q].vq.ready && !t->queues[q].vq.broken)
@@ -403,20 +416,34 @@ static void blk_on_completion(void *ctx, uint32_t events)
 	pthread_mutex_unlock(&t->lock);
 }
 
-/* The driver reset the device (vCPU thread, transport lock held, so the event loop is not inside the
- * ring): wait for every request still in flight, so no read lands in guest memory the driver has
- * already reused, and drop the results. */
-static void blk_reset(void *dev)
+/* Waits for every request in flight (io_uring_queue_exit does not: its workers may still be writing
+ * guest memory) and completes them; those of a stopped queue or a reset device are dropped. Called
+ * with the transport lock held, so the event loop is not inside the ring meanwhile. */
+static void blk_drain(struct blk_disk *d)
 {
-	struct blk_disk *d = dev;
+	bool touched[VIRTIO_MMIO_MAX_QUEUES] = { false };
 	while (d->inflight) {
 		struct io_uring_cqe *cqe;
 		if (io_uring_wait_cqe(&d->ring, &cqe) < 0)
 			break;
-		req_put(d, io_uring_cqe_get_data(cqe));
+		blk_reap(d, cqe, touched);
 		io_uring_cqe_seen(&d->ring, cqe);
-		d->inflight--;
 	}
+	blk_signal(d, touched);
+}
+
+static void blk_queue_stop(void *dev, struct virtio_mmio *t, unsigned q)
+{
+	struct blk_disk *d = dev;
+	(void)t;
+	blk_drain(d);
+	d->starved[q] = false;
+}
+
+static void blk_reset(void *dev)
+{
+	struct blk_disk *d = dev;
+	blk_drain(d);
 	for (unsigned q = 0; q < VIRTIO_MMIO_MAX_QUEUES; q++)
 		d->starved[q] = false;
 }
@@ -519,6 +546,7 @@ static int blk_create_one(struct vm *vm, struct blk_disk *d, const char *spec, u
 		.config_size = 60,
 		.config_read = blk_config_read,
 		.queue_notify = blk_queue_notify,
+		.queue_stop = blk_queue_stop,
 		.reset = blk_reset,
 	};
 	if (virtio_mmio_create(vm, &d->ops, d, &d->t, err))
@@ -531,6 +559,11 @@ static int blk_create_one(struct vm *vm, struct blk_disk *d, const char *spec, u
 
 static void blk_destroy_one(struct blk_disk *d)
 {
+	if (d->t && d->ring_ready) {
+		pthread_mutex_lock(&d->t->lock);
+		blk_drain(d);
+		pthread_mutex_unlock(&d->t->lock);
+	}
 	if (d->t)
 		virtio_mmio_destroy(d->t);
 	if (d->ring_eventfd >= 0) {
@@ -538,7 +571,7 @@ static void blk_destroy_one(struct blk_disk *d)
 		close(d->ring_eventfd);
 	}
 	if (d->ring_ready)
-		io_uring_queue_exit(&d->ring); /* waits for in-flight I/O */
+		io_uring_queue_exit(&d->ring);
 	if (d->fd >= 0) {
 		/* What the guest wrote reaches the disk even if it never flushed. */
 		if (!d->readonly)

@@ -77,6 +77,7 @@ static void device_reset(struct virtio_mmio *t)
 	t->reset_count++;
 	for (unsigned q = 0; q < t->ops->nr_queues; q++) {
 		struct virtio_mmio_queue *mq = &t->queues[q];
+		mq->generation++;
 		virtq_reset(&mq->vq);
 		mq->num = 0;
 		mq->desc = mq->avail = mq->used = 0;
@@ -107,7 +108,12 @@ static void write_status(struct virtio_mmio *t, uint32_t v)
 static void queue_ready(struct virtio_mmio *t, struct virtio_mmio_queue *mq, uint32_t v)
 {
 	if (!v) {
+		if (!mq->vq.ready)
+			return;
+		mq->generation++;
 		virtq_reset(&mq->vq);
+		if (t->ops->queue_stop)
+			t->ops->queue_stop(t->dev, t, mq->index);
 		return;
 	}
 	if (mq->vq.ready)

@@ -38,7 +38,10 @@ struct virtio_dev_ops {
 	void (*config_read)(void *dev, uint8_t *buf);
 	/* Work on queue q: called from the event loop with the transport's lock held. */
 	void (*queue_notify)(void *dev, struct virtio_mmio *t, unsigned q);
-	/* The driver reset the device: drop per-queue state; in-flight I/O must not touch the rings again. */
+	/* The driver turned queue q off (QueueReady=0): its in-flight I/O must finish before the call
+	 * returns (the driver may reuse the buffers) and must not reach the queue's next rings. */
+	void (*queue_stop)(void *dev, struct virtio_mmio *t, unsigned q);
+	/* The driver reset the device: as queue_stop, for every queue. */
 	void (*reset)(void *dev);
 };
 
@@ -47,6 +50,7 @@ struct virtio_mmio_queue {
 	uint16_t num;
 	uint64_t desc, avail, used;
 	int ioeventfd;
+	uint32_t generation;    /* bumped when the queue stops or the device resets: older I/O is dropped */
 	struct virtio_mmio *t;
 	unsigned index;
 };
@@ -66,7 +70,7 @@ struct virtio_mmio {
 	uint32_t queue_sel;
 	uint32_t interrupt_status;
 	uint32_t config_generation;
-	uint32_t reset_count;   /* bumped on every reset: I/O started before it is dropped, not completed */
+	uint32_t reset_count;   /* bumped on every device reset (per-queue stops bump queues[q].generation) */
 	struct virtio_mmio_queue queues[VIRTIO_MMIO_MAX_QUEUES];
 };
 

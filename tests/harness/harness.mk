@@ -90,6 +90,6 @@ $(BUILD)/bench/blk-harness: $(BUILD)/obj/tools/bench/blk-harness.o $(HARNESS_ALL
 	$(CC) $(CFLAGS) -o $@ $^ $(HARNESS_LDLIBS)
 
 bench-blk: $(BUILD)/bench/blk-harness
-	python3 tools/bench/blk --build $(BUILD) $(BENCH_BLK_ARGS)
+	@python3 tools/bench/blk --build $(BUILD) $(BENCH_BLK_ARGS)
 
 .PHONY: check-harness check-fuzz-virtio-blk-corpus fuzz-virtio-blk bench-blk

@@ -2,6 +2,8 @@
 #include "tests/harness/virtio_driver.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,12 +87,41 @@ fail:
 	return NULL;
 }
 
+/*
+ * The device's destroy does not wait for I/O that io_uring still runs (io_uring_queue_exit() returns while
+ * io-wq workers may still be copying into guest RAM): wait until no open file description of the image
+ * is left, i.e. until our own exclusive lock on it succeeds, before freeing RAM.
+ */
+static void wait_image_released(const char *spec)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s", spec);
+	char *comma = strchr(path, ',');
+	if (comma)
+		*comma = '\0';
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	uint64_t deadline = monotonic_ns() + 10000000000ull;
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK || monotonic_ns() > deadline) {
+			fprintf(stderr, "vd_destroy: %s is still locked after the device was destroyed\n", path);
+			break;
+		}
+		usleep(50);
+	}
+	close(fd);
+}
+
 void vd_destroy(struct vd *vd)
 {
 	if (!vd)
 		return;
-	if (vd->desc && vd->dev_state)
-		vd->desc->destroy(vd->dev_state); /* waits for in-flight I/O: RAM is freed after */
+	if (vd->desc && vd->dev_state) {
+		vd->desc->destroy(vd->dev_state);
+		if (vd->cfg.nr_disks)
+			wait_image_released(vd->cfg.disks[0]);
+	}
 	event_loop_close(&vd->vm.loop);
 	for (unsigned q = 0; q < VD_MAX_QUEUES; q++)
 		free(vd->q[q].inflight);

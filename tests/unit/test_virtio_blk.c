@@ -493,7 +493,7 @@ Test(virtio_blk, reset_with_io_in_flight, .init = setup, .fini = teardown)
  * QueueReady = 0 with I/O in flight, then the queue enabled again on new rings without a device reset:
  * the old request completes into the NEW used ring (head from the old ring, reset_count unchanged).
  */
-Test(virtio_blk, queue_disable_with_io_in_flight, .init = setup, .fini = teardown, KNOWN_BUG)
+Test(virtio_blk, queue_disable_with_io_in_flight, .init = setup, .fini = teardown)
 {
 	create_started("");
 	uint64_t a = vd_alloc(vd, 65536, 4096);
