@@ -38,8 +38,10 @@ done
 # The key covers everything that changes the output: the source (by its size and mtime as installed by
 # dpkg, plus its name), this script, the config fragments and the patches, in order.
 key=$( {
-	stat -c '%n %s %Y' "$SRC"
-	sha256sum "$0" "$HERE/guest.config"
+	# contents only, never paths: a fresh clone elsewhere must hit the same cache entry
+	stat -c '%s %Y' "$SRC"; basename "$SRC"
+	sha256sum < "$0"
+	sha256sum < "$HERE/guest.config"
 	for f in "${patches[@]}"; do echo "patch"; sha256sum < "$f"; done
 	for f in "${configs[@]}"; do echo "config"; sha256sum < "$f"; done
 } | sha256sum | cut -c1-16)
