@@ -15,7 +15,7 @@ struct event_handler {
 	void *ctx;
 };
 
-#define EVENT_LOOP_MAX 32
+#define EVENT_LOOP_MAX 128 /* every virtio queue has an ioeventfd here, plus each device's completions */
 
 struct event_loop {
 	int epoll_fd;

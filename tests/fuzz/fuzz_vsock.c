@@ -4,7 +4,8 @@
  *   0 a guest packet: 1 byte mode; mode & 0x80: 44 raw header bytes; otherwise op, port choice, type,
  *     cids, flags, buf_alloc choice, fwd_cnt (4), len (2) as fields; then payload length (2, the bytes
  *     are a fixed pattern) and where to split the packet in two segments (1)
- *   1 a host program CONNECTs: guest port choice (1), early bytes (1)
+ *   1 a host program CONNECTs: guest port choice (1), early bytes (1); a choice >= 250 reads the
+ *     CONNECT line itself from the input (length byte, then the bytes) and parses it
  *   2 the guest posts an rx buffer: size (2), segments (1)
  *   3 host data arrives on connection k (1): bytes (2), 0 = end-of-file, 0xffff = an error
  *   4 the host socket of connection k (1) took bytes (2) of what was offered, 0xffff = an error
@@ -91,6 +92,8 @@ static void check(struct vsock_mux *m)
 		k = vsock_conn_send_data(c, iov);
 		if (iov_sum(iov, k) > (size_t)(c->reply_len - c->reply_off) + (c->tx.wr - c->tx.rd))
 			broken("send data beyond what is queued");
+		if (vsock_conn_want_shut_wr(c) && k)
+			broken("shut down the host's write side with data still to send");
 	}
 	if (n != m->nr_conns)
 		broken("connection count");
@@ -205,7 +208,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			uint8_t early[64];
 			size_t n = u8(&in) % sizeof(early);
 			memset(early, 'e', n);
-			struct vsock_conn *c = vsock_mux_host_connect(&m, sel < 200 ? 5000 + sel % 4 : sel, early, n);
+			uint32_t port = sel < 200 ? 5000 + sel % 4 : sel;
+			if (sel >= 250) {
+				char line[64];
+				size_t len = u8(&in) % sizeof(line);
+				for (size_t i = 0; i < len; i++)
+					line[i] = (char)u8(&in);
+				char *exact = malloc(len ? len : 1); /* ASan sees a read past the line */
+				memcpy(exact, line, len);
+				int rc = vsock_parse_connect(exact, len, &port);
+				free(exact);
+				if (rc)
+					break;
+			}
+			struct vsock_conn *c = vsock_mux_host_connect(&m, port, early, n);
 			if (!c && m.nr_conns < VSOCK_MAX_CONNS)
 				broken("host connect refused below the limit");
 			break;
