@@ -60,7 +60,7 @@ fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_OUT)/fuzz-%)
 
 # One run per target, one after the other (or side by side under make -j). The committed corpus is
 # read, never written: libFuzzer adds new inputs to the first folder only.
-fuzz: $(FUZZ_TARGETS:%=fuzz-run-%)
+fuzz: $(FUZZ_TARGETS:%=fuzz-run-%) fuzz-virtio-blk
 fuzz-run-%: $(FUZZ_OUT)/fuzz-%
 	@mkdir -p $(FUZZ_OUT)/corpus/$* $(FUZZ_OUT)/crashes
 	@echo "fuzz: $* for $(FUZZ_SECONDS) s, log in $(FUZZ_OUT)/$*.log"
