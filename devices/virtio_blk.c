@@ -6,6 +6,7 @@
  * eventfd brings the loop back: each CQE becomes a used-ring entry with its status, and each queue gets
  * at most one interrupt per batch. A host error fails that request only (VIRTIO_BLK_S_IOERR).
  */
+#include "devices/virtio_blk.h"
 #include "vmm/virtio_mmio.h"
 #include "vmm/vm.h"
 
@@ -24,44 +25,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define VIRTIO_ID_BLOCK 2
 #define BLK_QUEUE_MAX 128
 #define BLK_SEG_MAX 126        /* data segments per request; +2 for header and status */
 #define BLK_SECTOR 512ull
 #define BLK_ID_BYTES 20
 #define BLK_SUBMIT_BATCH 4
-
-#define VIRTIO_BLK_F_SEG_MAX 2
-#define VIRTIO_BLK_F_RO 5
-#define VIRTIO_BLK_F_BLK_SIZE 6
-#define VIRTIO_BLK_F_FLUSH 9
-#define VIRTIO_BLK_F_MQ 12
-#define VIRTIO_BLK_F_DISCARD 13
-#define VIRTIO_BLK_F_WRITE_ZEROES 14
-
-#define VIRTIO_BLK_T_IN 0
-#define VIRTIO_BLK_T_OUT 1
-#define VIRTIO_BLK_T_FLUSH 4
-#define VIRTIO_BLK_T_GET_ID 8
-#define VIRTIO_BLK_T_DISCARD 11
-#define VIRTIO_BLK_T_WRITE_ZEROES 13
-#define VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP 1
-
-#define VIRTIO_BLK_S_OK 0
-#define VIRTIO_BLK_S_IOERR 1
-#define VIRTIO_BLK_S_UNSUPP 2
-
-struct blk_req_header {
-	uint32_t type;
-	uint32_t reserved;
-	uint64_t sector;
-};
-
-struct blk_discard_segment {
-	uint64_t sector;
-	uint32_t num_sectors;
-	uint32_t flags;
-};
 
 struct blk_disk;
 
@@ -112,16 +80,16 @@ static void put_le64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static void blk_config_read(void *dev, uint8_t *cfg)
 {
 	struct blk_disk *d = dev;
-	put_le64(cfg + 0, d->capacity);
-	put_le32(cfg + 12, BLK_SEG_MAX);
-	put_le32(cfg + 20, (uint32_t)BLK_SECTOR);
-	put_le16(cfg + 34, (uint16_t)d->ops.nr_queues);
-	put_le32(cfg + 36, UINT32_MAX / BLK_SECTOR); /* max_discard_sectors */
-	put_le32(cfg + 40, 1);                       /* max_discard_seg */
-	put_le32(cfg + 44, 1);                       /* discard_sector_alignment */
-	put_le32(cfg + 48, UINT32_MAX / BLK_SECTOR); /* max_write_zeroes_sectors */
-	put_le32(cfg + 52, 1);                       /* max_write_zeroes_seg */
-	cfg[56] = 1;                                 /* write_zeroes_may_unmap */
+	put_le64(cfg + VIRTIO_BLK_CFG_CAPACITY, d->capacity);
+	put_le32(cfg + VIRTIO_BLK_CFG_SEG_MAX, BLK_SEG_MAX);
+	put_le32(cfg + VIRTIO_BLK_CFG_BLK_SIZE, (uint32_t)BLK_SECTOR);
+	put_le16(cfg + VIRTIO_BLK_CFG_NUM_QUEUES, (uint16_t)d->ops.nr_queues);
+	put_le32(cfg + VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS, UINT32_MAX / BLK_SECTOR);
+	put_le32(cfg + VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 1);
+	put_le32(cfg + VIRTIO_BLK_CFG_DISCARD_ALIGNMENT, 1);
+	put_le32(cfg + VIRTIO_BLK_CFG_MAX_WRITE_ZEROES_SECTORS, UINT32_MAX / BLK_SECTOR);
+	put_le32(cfg + VIRTIO_BLK_CFG_MAX_WRITE_ZEROES_SEG, 1);
+	cfg[VIRTIO_BLK_CFG_WRITE_ZEROES_MAY_UNMAP] = 1;
 }
 
 static struct blk_request *req_get(struct blk_disk *d)
@@ -212,7 +180,7 @@ static struct io_uring_sqe *blk_get_sqe(struct blk_disk *d)
 static bool blk_start(struct blk_disk *d, struct blk_request *r)
 {
 	struct virtq_chain *c = &r->chain;
-	struct blk_req_header h;
+	struct virtio_blk_req_header h;
 	if (c->in_bytes < 1) {
 		/* No status byte to report through: the driver broke the protocol. */
 		virtio_mmio_needs_reset(d->t, "virtio-blk request without a status byte");
@@ -277,7 +245,7 @@ static bool blk_start(struct blk_disk *d, struct blk_request *r)
 	}
 	case VIRTIO_BLK_T_DISCARD:
 	case VIRTIO_BLK_T_WRITE_ZEROES: {
-		struct blk_discard_segment seg;
+		struct virtio_blk_discard_segment seg;
 		if (c->out_bytes != sizeof(h) + sizeof(seg) ||
 		    virtq_chain_read(c, sizeof(h), &seg, sizeof(seg)) != sizeof(seg)) {
 			req_complete(d, r, VIRTIO_BLK_S_IOERR);
@@ -550,7 +518,7 @@ static int blk_create_one(struct vm *vm, struct blk_disk *d, const char *spec, u
 					 : (1ull << VIRTIO_BLK_F_DISCARD) | (1ull << VIRTIO_BLK_F_WRITE_ZEROES)),
 		.nr_queues = nr_queues,
 		.queue_max = BLK_QUEUE_MAX,
-		.config_size = 60,
+		.config_size = VIRTIO_BLK_CFG_SIZE,
 		.config_read = blk_config_read,
 		.queue_notify = blk_queue_notify,
 		.queue_stop = blk_queue_stop,

@@ -68,28 +68,8 @@
 #define VD_DESC_F_WRITE 2
 #define VD_DESC_F_INDIRECT 4
 
-/* virtio-blk (5.2) */
-#define VIRTIO_BLK_F_SEG_MAX 2
-#define VIRTIO_BLK_F_RO 5
-#define VIRTIO_BLK_F_BLK_SIZE 6
-#define VIRTIO_BLK_F_FLUSH 9
-#define VIRTIO_BLK_F_MQ 12
-#define VIRTIO_BLK_F_DISCARD 13
-#define VIRTIO_BLK_F_WRITE_ZEROES 14
-#define VIRTIO_BLK_T_IN 0
-#define VIRTIO_BLK_T_OUT 1
-#define VIRTIO_BLK_T_FLUSH 4
-#define VIRTIO_BLK_T_GET_ID 8
-#define VIRTIO_BLK_T_DISCARD 11
-#define VIRTIO_BLK_T_WRITE_ZEROES 13
-#define VIRTIO_BLK_S_OK 0
-#define VIRTIO_BLK_S_IOERR 1
-#define VIRTIO_BLK_S_UNSUPP 2
-/* config space offsets */
-#define VIRTIO_BLK_CFG_CAPACITY 0
-#define VIRTIO_BLK_CFG_SEG_MAX 12
-#define VIRTIO_BLK_CFG_BLK_SIZE 20
-#define VIRTIO_BLK_CFG_NUM_QUEUES 34
+/* virtio-blk (5.2): the device's own protocol header */
+#include "devices/virtio_blk.h"
 
 #define VD_MAX_QUEUES 16
 #define VD_MAX_SEGS 128           /* data segments per request the driver builds */
