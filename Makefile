@@ -14,7 +14,7 @@ SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 VMM_SRCS := $(sort $(wildcard vmm/*.c arch/x86/*.c boot/*.c devices/*.c))
 LIB_SRCS := $(filter-out vmm/main.c,$(VMM_SRCS))
 
-all: $(BUILD)/kvmbox-vmm
+all: $(BUILD)/kvmbox-vmm tools guests
 
 # Objects: $(BUILD)/obj for the release build, $(BUILD)/asan/obj for the sanitizer build.
 $(BUILD)/obj/%.o: %.c
