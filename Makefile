@@ -34,6 +34,7 @@ include tests/unit/unit.mk
 include tests/guests/guests.mk
 include tests/fuzz/fuzz.mk
 include tests/harness/harness.mk
+include tools/bench/vsock.mk
 include tools/tools.mk
 include images/images.mk
 include tests/integration/integration.mk
