@@ -102,7 +102,10 @@ static void write_status(struct virtio_mmio *t, uint32_t v)
 			v &= ~(uint32_t)VIRTIO_STATUS_FEATURES_OK;
 		}
 	}
+	bool now_ok = (v & VIRTIO_STATUS_DRIVER_OK) && !(t->status & VIRTIO_STATUS_DRIVER_OK);
 	t->status = (v & ~(uint32_t)VIRTIO_STATUS_NEEDS_RESET) | keep;
+	if (now_ok && t->ops->driver_ok)
+		t->ops->driver_ok(t->dev, t);
 }
 
 static void queue_ready(struct virtio_mmio *t, struct virtio_mmio_queue *mq, uint32_t v)

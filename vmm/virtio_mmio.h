@@ -36,6 +36,8 @@ struct virtio_dev_ops {
 	uint32_t config_size;
 	/* Fills the device's config space (little-endian) into buf[0..config_size). */
 	void (*config_read)(void *dev, uint8_t *buf);
+	/* The driver set DRIVER_OK: t->driver_features are final (vCPU thread, transport lock held). */
+	void (*driver_ok)(void *dev, struct virtio_mmio *t);
 	/* Work on queue q: called from the event loop with the transport's lock held. */
 	void (*queue_notify)(void *dev, struct virtio_mmio *t, unsigned q);
 	/* The driver turned queue q off (QueueReady=0): its in-flight I/O must finish before the call

@@ -10,16 +10,18 @@
 # A crash file replays with: $(BUILD)/asan/fuzz/replay-<target> FILE...
 # tests/fuzz/mkcorpus*.py write the committed seeds. Only the files under test are linked: nothing that
 # registers a device in the kvmbox_devices section (clang's ASan would pad those globals).
-FUZZ_TARGETS := kernel_image config_json virtq vsock
+FUZZ_TARGETS := kernel_image config_json virtq vsock net_tx
 FUZZ_LIB_kernel_image := boot/elf.c boot/bzimage.c boot/kernel_image.c boot/linux_x86.c boot/pvh.c \
 	vmm/guest_mem.c vmm/log.c arch/x86/mptable.c
 FUZZ_LIB_config_json := vmm/config.c vmm/log.c
 FUZZ_LIB_virtq := vmm/virtq.c vmm/guest_mem.c vmm/log.c
 FUZZ_LIB_vsock := devices/vsock_conn.c vmm/log.c
+FUZZ_LIB_net_tx := devices/net_hdr.c vmm/virtq.c vmm/guest_mem.c vmm/log.c
 FUZZ_MAX_LEN_kernel_image := 65536
 FUZZ_MAX_LEN_config_json := 4096
 FUZZ_MAX_LEN_virtq := 65552
 FUZZ_MAX_LEN_vsock := 16384
+FUZZ_MAX_LEN_net_tx := 4096
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS ?=
 FUZZ_OUT := $(BUILD)/fuzz

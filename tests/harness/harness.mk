@@ -93,3 +93,13 @@ bench-blk: $(BUILD)/bench/blk-harness
 	@python3 tools/bench/blk --build $(BUILD) $(BENCH_BLK_ARGS)
 
 .PHONY: check-harness check-fuzz-virtio-blk-corpus fuzz-virtio-blk bench-blk
+
+# tools/bench/net: the virtio-net device model against the tap used directly.
+BENCH_NET_ARGS ?=
+$(BUILD)/bench/net-harness: $(BUILD)/obj/tools/bench/net-harness.o $(HARNESS_ALL:%.c=$(BUILD)/obj/%.o) \
+		$(BUILD)/obj/devices/virtio_net.o $(BUILD)/obj/devices/net_hdr.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(HARNESS_LDLIBS)
+bench-net: $(BUILD)/bench/net-harness
+	python3 tools/bench/net --build $(BUILD) $(BENCH_NET_ARGS)
+.PHONY: bench-net

@@ -1,0 +1,343 @@
+/*
+ * The measuring side of tools/bench/net: plays a virtio-net driver against the real device model
+ * in-process (tests/harness/virtio_driver.h: devices/virtio_net.c, the virtio-mmio transport, the event
+ * loop, io_uring) on a real tap, and does the same packet work on the tap directly, in the same process.
+ *
+ *   --mode tx       the driver keeps the transmit queue full of frames (12-byte header + --size bytes of
+ *                   UDP/IPv4 to --dst, which the host drops after IP input); counts completed frames
+ *   --mode tx-direct  writev(header, frame) on the tap in a loop: the same kernel work without the device
+ *   --mode rx       a sender thread blasts UDP datagrams at --dst through the tap; the driver keeps
+ *                   receive buffers posted (mergeable 2 KiB buffers, or 64 KiB ones with --no-mrg) and
+ *                   counts the packets the device delivers
+ *   --mode rx-direct  the same sender; read() on the tap in a loop
+ *
+ * Usage: net-harness --tap NAME --mode M [--size BYTES] [--runtime S] [--dst A.B.C.D] [--no-mrg]
+ * The tap must exist, be up, and route --dst (tools/bench/net sets that up in a namespace). Prints one JSON
+ * object: packets, bytes, seconds, packets/s, MB/s, CPU seconds (user+sys, this process), and for rx modes
+ * the datagrams the sender sent.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "devices/net_hdr.h"
+#include "tests/harness/virtio_driver.h"
+
+#define QSIZE 256
+#define RXQ 0
+#define TXQ 1
+
+struct opts {
+	const char *tap, *mode, *dst;
+	uint32_t size;
+	double runtime;
+	bool mrg;
+};
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static void die(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "net-harness: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n");
+	exit(1);
+}
+
+/* A UDP/IPv4 frame of len bytes (>= 42) from 10.0.2.2 to dst, Ethernet to the tap's own address. */
+static void make_frame(uint8_t *f, uint32_t len, const char *dst)
+{
+	memset(f, 0, len);
+	memcpy(f, "\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x02\x08\x00", 14);
+	uint8_t *ip = f + 14;
+	uint16_t tot = (uint16_t)(len - 14);
+	ip[0] = 0x45;
+	ip[2] = (uint8_t)(tot >> 8);
+	ip[3] = (uint8_t)tot;
+	ip[8] = 64;
+	ip[9] = 17;
+	inet_pton(AF_INET, "10.0.2.2", ip + 12);
+	inet_pton(AF_INET, dst, ip + 16);
+	uint32_t sum = 0;
+	for (int i = 0; i < 20; i += 2)
+		sum += (uint32_t)(ip[i] << 8 | ip[i + 1]);
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	ip[10] = (uint8_t)(~sum >> 8);
+	ip[11] = (uint8_t)~sum;
+	uint8_t *udp = ip + 20;
+	uint16_t ulen = (uint16_t)(tot - 20);
+	udp[0] = 0x30, udp[1] = 0x39, udp[2] = 0x30, udp[3] = 0x3a;
+	udp[4] = (uint8_t)(ulen >> 8);
+	udp[5] = (uint8_t)ulen; /* checksum 0: none */
+	for (uint32_t i = 42; i < len; i++)
+		f[i] = (uint8_t)i;
+}
+
+static int open_tap(const char *name)
+{
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		die("/dev/net/tun: %s", strerror(errno));
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	int hdr = NET_HDR_LEN;
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0 ||
+	    ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)) < 0)
+		die("tap set-up: %s", strerror(errno));
+	return fd;
+}
+
+/* ---- the sender for the rx modes ---- */
+
+struct sender {
+	pthread_t thread;
+	const char *dst;
+	uint32_t payload;
+	atomic_bool stop;
+	uint64_t sent;
+};
+
+static void *sender_fn(void *arg)
+{
+	struct sender *s = arg;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(9) };
+	inet_pton(AF_INET, s->dst, &a.sin_addr);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		die("sender socket: %s", strerror(errno));
+	static uint8_t buf[65536];
+	struct mmsghdr msgs[32];
+	struct iovec iov[32];
+	for (int i = 0; i < 32; i++) {
+		iov[i] = (struct iovec){ buf, s->payload };
+		msgs[i] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &iov[i], .msg_iovlen = 1 } };
+	}
+	while (!atomic_load(&s->stop)) {
+		int n = sendmmsg(fd, msgs, 32, 0);
+		if (n > 0)
+			s->sent += (uint64_t)n;
+	}
+	close(fd);
+	return NULL;
+}
+
+static void sender_start(struct sender *s, const struct opts *o)
+{
+	s->dst = o->dst;
+	s->payload = o->size > 42 ? o->size - 42 : 1; /* frame = 14 + 20 + 8 + payload */
+	atomic_store(&s->stop, false);
+	s->sent = 0;
+	pthread_create(&s->thread, NULL, sender_fn, s);
+}
+
+static void sender_stop(struct sender *s)
+{
+	atomic_store(&s->stop, true);
+	pthread_join(s->thread, NULL);
+}
+
+/* ---- direct ---- */
+
+static void run_direct(const struct opts *o, bool tx, uint64_t *pkts, uint64_t *bytes, double *secs, uint64_t *sent)
+{
+	int fd = open_tap(o->tap);
+	static uint8_t buf[NET_MAX_PACKET];
+	struct sender s;
+	double t0 = now(), end = t0 + o->runtime;
+	if (tx) {
+		struct virtio_net_hdr_v1 h = { 0 };
+		make_frame(buf, o->size, o->dst);
+		struct iovec iov[2] = { { &h, NET_HDR_LEN }, { buf, o->size } };
+		while (now() < end)
+			for (int i = 0; i < 64; i++)
+				if (writev(fd, iov, 2) > 0) {
+					(*pkts)++;
+					*bytes += o->size;
+				}
+	} else {
+		sender_start(&s, o);
+		t0 = now();
+		end = t0 + o->runtime;
+		fcntl(fd, F_SETFL, O_NONBLOCK);
+		while (now() < end) {
+			ssize_t n = read(fd, buf, sizeof(buf));
+			if (n > (ssize_t)NET_HDR_LEN) {
+				(*pkts)++;
+				*bytes += (uint64_t)n - NET_HDR_LEN;
+			} else if (n < 0 && errno == EAGAIN) {
+				struct timespec ts = { 0, 20000 };
+				nanosleep(&ts, NULL);
+			}
+		}
+		sender_stop(&s);
+		*sent = s.sent;
+	}
+	*secs = now() - t0;
+	close(fd);
+}
+
+/* ---- the device ---- */
+
+static struct vd *net_vd_create(const char *tap, struct error *err)
+{
+	struct vd *vd = calloc(1, sizeof(*vd));
+	vd->irqfd = -1;
+	for (unsigned q = 0; q < VD_MAX_QUEUES; q++)
+		vd->ioeventfd[q] = -1;
+	struct vm *vm = &vd->vm;
+	log_init(&vm->log, LOG_ERROR);
+	pthread_mutex_init(&vm->exit_lock, NULL);
+	vm->kvm_fd = vm->vm_fd = vm->exit_eventfd = -1;
+	vm->loop.epoll_fd = -1;
+	vm->pio.name = "port";
+	vm->mmio.name = "mmio";
+	config_defaults(&vd->cfg);
+	vd->cfg.nets = calloc(1, sizeof(char *));
+	char spec[64];
+	snprintf(spec, sizeof(spec), "tap=%s", tap);
+	vd->cfg.nets[0] = strdup(spec);
+	vd->cfg.nr_nets = 1;
+	vm->cfg = &vd->cfg;
+	vd->ram_size = 64ull << 20;
+	vd->ram = aligned_alloc(4096, vd->ram_size);
+	memset(vd->ram, 0, vd->ram_size);
+	guest_mem_init_from(&vm->mem, vd->ram, vd->ram_size, vd->ram_size, 1ull << 40);
+	vd->brk = 0x1000;
+	if (event_loop_init(&vm->loop, err))
+		return NULL;
+	vd->desc = vd_find_device("virtio-net");
+	if (!vd->desc) {
+		error_set(err, "virtio-net is not linked in");
+		return NULL;
+	}
+	if (vd->desc->create(vm, &vd->dev_state, err))
+		return NULL;
+	return vd;
+}
+
+static void run_device(const struct opts *o, bool tx, uint64_t *pkts, uint64_t *bytes, double *secs, uint64_t *sent)
+{
+	struct error err;
+	struct vd *vd = net_vd_create(o->tap, &err);
+	if (!vd)
+		die("device: %s", err.msg);
+	uint64_t f = vd_device_features(vd);
+	if (!o->mrg)
+		f &= ~(1ull << VIRTIO_NET_F_MRG_RXBUF);
+	if (vd_start(vd, f, 2, QSIZE))
+		die("device set-up failed%s", "");
+	uint32_t bufsz = tx ? NET_HDR_LEN + o->size : o->mrg ? 2048 : NET_MAX_PACKET;
+	uint64_t bufs = vd_alloc(vd, (uint64_t)bufsz * QSIZE, 4096);
+	unsigned q = tx ? TXQ : RXQ;
+	for (unsigned i = 0; i < QSIZE; i++) {
+		uint64_t gpa = bufs + (uint64_t)i * bufsz;
+		if (tx) {
+			memset(vd_ptr(vd, gpa, NET_HDR_LEN), 0, NET_HDR_LEN);
+			make_frame(vd_ptr(vd, gpa + NET_HDR_LEN, o->size), o->size, o->dst);
+		}
+		vd_put_desc(vd, q, (uint16_t)i, gpa, bufsz, tx ? 0 : VD_DESC_F_WRITE, 0);
+	}
+	struct sender s;
+	if (!tx)
+		sender_start(&s, o);
+	for (unsigned i = 0; i < QSIZE; i++)
+		vd_publish(vd, q, (uint16_t)i);
+	vd_kick(vd, q);
+	static struct vd_done done[QSIZE];
+	double t0 = now(), end = t0 + o->runtime;
+	while (now() < end) {
+		vd_pump(vd, 10);
+		unsigned n = vd_reap(vd, q, done, QSIZE);
+		for (unsigned i = 0; i < n; i++) {
+			if (tx) {
+				(*pkts)++;
+				*bytes += o->size;
+				continue;
+			}
+			/* A merged packet's first buffer carries num_buffers; the others only bytes. */
+			struct virtio_net_hdr_v1 h;
+			memcpy(&h, vd_ptr(vd, bufs + (uint64_t)done[i].head * bufsz, NET_HDR_LEN), NET_HDR_LEN);
+			if (done[i].len > NET_HDR_LEN)
+				(*pkts)++;
+			*bytes += done[i].len > NET_HDR_LEN ? done[i].len - NET_HDR_LEN : 0;
+			for (unsigned k = 1; k < h.num_buffers && i + 1 < n; k++)
+				*bytes += done[++i].len;
+		}
+		for (unsigned i = 0; i < n; i++)
+			vd_publish(vd, q, done[i].head);
+		if (n)
+			vd_kick(vd, q);
+	}
+	*secs = now() - t0;
+	if (!tx) {
+		sender_stop(&s);
+		*sent = s.sent;
+	}
+	vd_destroy(vd);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = { .size = 1514, .runtime = 3, .dst = "10.0.2.99", .mrg = true };
+	static const struct option lo[] = {
+		{ "tap", 1, 0, 't' }, { "mode", 1, 0, 'm' }, { "size", 1, 0, 's' }, { "runtime", 1, 0, 'r' },
+		{ "dst", 1, 0, 'd' }, { "no-mrg", 0, 0, 'n' }, { 0, 0, 0, 0 },
+	};
+	int c;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (c) {
+		case 't': o.tap = optarg; break;
+		case 'm': o.mode = optarg; break;
+		case 's': o.size = (uint32_t)strtoul(optarg, NULL, 0); break;
+		case 'r': o.runtime = strtod(optarg, NULL); break;
+		case 'd': o.dst = optarg; break;
+		case 'n': o.mrg = false; break;
+		default: return 2;
+		}
+	}
+	if (!o.tap || !o.mode || o.size < 60 || o.size > 65000)
+		die("usage: net-harness --tap NAME --mode tx|tx-direct|rx|rx-direct [--size 60..65000] [--runtime S] "
+		    "[--dst IP] [--no-mrg]%s", "");
+	bool tx = !strncmp(o.mode, "tx", 2), direct = strstr(o.mode, "direct") != NULL;
+	uint64_t pkts = 0, bytes = 0, sent = 0;
+	double secs = 0, cpu0 = cpu_seconds();
+	if (direct)
+		run_direct(&o, tx, &pkts, &bytes, &secs, &sent);
+	else
+		run_device(&o, tx, &pkts, &bytes, &secs, &sent);
+	double cpu = cpu_seconds() - cpu0;
+	printf("{\"mode\": \"%s\", \"size\": %u, \"mrg\": %s, \"packets\": %llu, \"bytes\": %llu, \"seconds\": %.3f, "
+	       "\"pps\": %.0f, \"MBps\": %.1f, \"cpu_s\": %.3f, \"sent\": %llu}\n",
+	       o.mode, o.size, o.mrg ? "true" : "false", (unsigned long long)pkts, (unsigned long long)bytes, secs,
+	       pkts / secs, bytes / secs / 1e6, cpu, (unsigned long long)sent);
+	return 0;
+}
