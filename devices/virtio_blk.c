@@ -7,6 +7,7 @@
  * at most one interrupt per batch. A host error fails that request only (VIRTIO_BLK_S_IOERR).
  */
 #include "devices/virtio_blk.h"
+#include "vmm/io_ring.h"
 #include "vmm/virtio_mmio.h"
 #include "vmm/vm.h"
 
@@ -57,9 +58,7 @@ struct blk_disk {
 	bool readonly;
 	bool direct;
 	uint64_t capacity;      /* in 512-byte sectors */
-	struct io_uring ring;
-	bool ring_ready;
-	int ring_eventfd;
+	struct io_ring io;
 	struct blk_request *reqs;
 	struct blk_request *free_reqs;
 	unsigned nr_reqs;
@@ -168,10 +167,10 @@ static bool in_range(const struct blk_disk *d, uint64_t sector, uint64_t bytes)
  * queued always makes room. */
 static struct io_uring_sqe *blk_get_sqe(struct blk_disk *d)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&d->io.ring);
 	if (!sqe) {
-		io_uring_submit(&d->ring);
-		sqe = io_uring_get_sqe(&d->ring);
+		io_uring_submit(&d->io.ring);
+		sqe = io_uring_get_sqe(&d->io.ring);
 	}
 	return sqe;
 }
@@ -316,7 +315,7 @@ static void blk_queue_notify(void *dev, struct virtio_mmio *t, unsigned q)
 			/* Submit in small groups: one big burst completes as a burst and the disk then idles
 			 * while the guest refills (a convoy); groups keep its queue full. */
 			if (queued == BLK_SUBMIT_BATCH) {
-				io_uring_submit(&d->ring);
+				io_uring_submit(&d->io.ring);
 				queued = 0;
 			}
 		} else {
@@ -327,7 +326,7 @@ static void blk_queue_notify(void *dev, struct virtio_mmio *t, unsigned q)
 		}
 	}
 	if (queued)
-		io_uring_submit(&d->ring);
+		io_uring_submit(&d->io.ring);
 	if (completed_now)
 		virtio_mmio_signal_used(t, q);
 }
@@ -368,18 +367,16 @@ static void blk_on_completion(void *ctx, uint32_t events)
 	struct blk_disk *d = ctx;
 	struct virtio_mmio *t = d->t;
 	(void)events;
-	uint64_t n;
-	ssize_t rd = read(d->ring_eventfd, &n, sizeof(n));
-	(void)rd;
+	io_ring_ack(&d->io);
 	pthread_mutex_lock(&t->lock);
 	bool touched[VIRTIO_MMIO_MAX_QUEUES] = { false };
 	struct io_uring_cqe *cqe;
 	unsigned head, seen = 0;
-	io_uring_for_each_cqe(&d->ring, head, cqe) {
+	io_uring_for_each_cqe(&d->io.ring, head, cqe) {
 		blk_reap(d, cqe, touched);
 		seen++;
 	}
-	io_uring_cq_advance(&d->ring, seen);
+	io_uring_cq_advance(&d->io.ring, seen);
 	blk_signal(d, touched);
 	for (unsigned q = 0; q < d->ops.nr_queues; q++) {
 		if (d->starved[q] && d->free_reqs) {
@@ -399,10 +396,10 @@ static void blk_drain(struct blk_disk *d)
 	bool touched[VIRTIO_MMIO_MAX_QUEUES] = { false };
 	while (d->inflight) {
 		struct io_uring_cqe *cqe;
-		if (io_uring_wait_cqe(&d->ring, &cqe) < 0)
+		if (io_uring_wait_cqe(&d->io.ring, &cqe) < 0)
 			break;
 		blk_reap(d, cqe, touched);
-		io_uring_cqe_seen(&d->ring, cqe);
+		io_uring_cqe_seen(&d->io.ring, cqe);
 	}
 	blk_signal(d, touched);
 }
@@ -487,7 +484,7 @@ static int blk_create_one(struct vm *vm, struct blk_disk *d, const char *spec, u
 {
 	d->vm = vm;
 	d->fd = -1;
-	d->ring_eventfd = -1;
+	io_ring_clear(&d->io);
 	if (parse_disk_option(d, spec, index, err) || open_disk(d, err))
 		return -1;
 	unsigned nr_queues = vm->cfg->cpus < VIRTIO_MMIO_MAX_QUEUES ? vm->cfg->cpus : VIRTIO_MMIO_MAX_QUEUES;
@@ -499,15 +496,9 @@ static int blk_create_one(struct vm *vm, struct blk_disk *d, const char *spec, u
 		d->reqs[i].disk = d;
 		req_put(d, &d->reqs[i]);
 	}
-	int e = io_uring_queue_init(d->nr_reqs, &d->ring, 0);
-	if (e < 0)
-		return error_set(err, "--disk %s: io_uring set-up failed: %s (is io_uring disabled by "
-				 "sysctl kernel.io_uring_disabled?)", d->path, strerror(-e));
-	d->ring_ready = true;
-	d->ring_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (d->ring_eventfd < 0 || io_uring_register_eventfd(&d->ring, d->ring_eventfd) < 0)
-		return error_set(err, "--disk %s: cannot attach an eventfd to io_uring", d->path);
-	if (event_loop_add(&vm->loop, d->ring_eventfd, EPOLLIN, blk_on_completion, d, err))
+	char who[300];
+	snprintf(who, sizeof(who), "--disk %s", d->path);
+	if (io_ring_init(&d->io, &vm->loop, d->nr_reqs, 0, blk_on_completion, d, who, err))
 		return -1;
 	d->ops = (struct virtio_dev_ops){
 		.name = "virtio-blk",
@@ -534,19 +525,14 @@ static int blk_create_one(struct vm *vm, struct blk_disk *d, const char *spec, u
 
 static void blk_destroy_one(struct blk_disk *d)
 {
-	if (d->t && d->ring_ready) {
+	if (d->t && d->io.ready) {
 		pthread_mutex_lock(&d->t->lock);
 		blk_drain(d);
 		pthread_mutex_unlock(&d->t->lock);
 	}
 	if (d->t)
 		virtio_mmio_destroy(d->t);
-	if (d->ring_eventfd >= 0) {
-		event_loop_remove(&d->vm->loop, d->ring_eventfd);
-		close(d->ring_eventfd);
-	}
-	if (d->ring_ready)
-		io_uring_queue_exit(&d->ring);
+	io_ring_exit(&d->io);
 	if (d->fd >= 0) {
 		/* What the guest wrote reaches the disk even if it never flushed. */
 		if (!d->readonly)

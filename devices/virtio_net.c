@@ -21,6 +21,7 @@
  * may reuse its memory.
  */
 #include "devices/net_hdr.h"
+#include "vmm/io_ring.h"
 #include "vmm/virtio_mmio.h"
 #include "vmm/vm.h"
 
@@ -75,9 +76,7 @@ struct net_dev {
 	bool created;           /* --net auto: our own non-persistent tap */
 	uint8_t mac[6];
 	int fd;
-	struct io_uring ring;
-	bool ring_ready;
-	int ring_eventfd;
+	struct io_ring io;
 	unsigned inflight;      /* SQEs handed to io_uring and not reaped yet */
 	/* TX */
 	struct net_tx_req *reqs;
@@ -120,10 +119,10 @@ static void net_config_read(void *dev, uint8_t *cfg)
 
 static struct io_uring_sqe *net_get_sqe(struct net_dev *d)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&d->io.ring);
 	if (!sqe) {
-		io_uring_submit(&d->ring);
-		sqe = io_uring_get_sqe(&d->ring);
+		io_uring_submit(&d->io.ring);
+		sqe = io_uring_get_sqe(&d->io.ring);
 	}
 	return sqe;
 }
@@ -216,7 +215,7 @@ static void tx_process(struct net_dev *d)
 		queued++;
 	}
 	if (queued)
-		io_uring_submit(&d->ring);
+		io_uring_submit(&d->io.ring);
 	if (completed_now)
 		virtio_mmio_signal_used(t, NET_TXQ);
 }
@@ -344,7 +343,7 @@ static void rx_start(struct net_dev *d)
 	d->rx_state = RX_READING;
 	d->rx_reset_count = t->reset_count;
 	d->inflight++;
-	io_uring_submit(&d->ring);
+	io_uring_submit(&d->io.ring);
 }
 
 static void rx_complete(struct net_dev *d, int res)
@@ -410,10 +409,10 @@ static void process_completions(struct net_dev *d)
 	struct virtio_mmio *t = d->t;
 	bool tx_used = false;
 	struct io_uring_cqe *cqe;
-	while (io_uring_peek_cqe(&d->ring, &cqe) == 0) {
+	while (io_uring_peek_cqe(&d->io.ring, &cqe) == 0) {
 		uint64_t tag = io_uring_cqe_get_data64(cqe);
 		int res = cqe->res;
-		io_uring_cqe_seen(&d->ring, cqe);
+		io_uring_cqe_seen(&d->io.ring, cqe);
 		d->inflight--;
 		if (tag == TAG_RX)
 			rx_complete(d, res);
@@ -438,24 +437,20 @@ static void process_completions(struct net_dev *d)
 static void run_completions(struct net_dev *d)
 {
 	for (unsigned i = 0; i < 64; i++) {
-		if (!io_uring_cq_ready(&d->ring))
+		if (!io_uring_cq_ready(&d->io.ring))
 			return;
 		process_completions(d);
 	}
-	if (!io_uring_cq_ready(&d->ring))
+	if (!io_uring_cq_ready(&d->io.ring))
 		return;
-	uint64_t one = 1;
-	ssize_t wr = write(d->ring_eventfd, &one, sizeof(one));
-	(void)wr;
+	io_ring_wake(&d->io);
 }
 
 static void net_on_completion(void *ctx, uint32_t events)
 {
 	struct net_dev *d = ctx;
 	(void)events;
-	uint64_t n;
-	ssize_t rd = read(d->ring_eventfd, &n, sizeof(n));
-	(void)rd;
+	io_ring_ack(&d->io);
 	pthread_mutex_lock(&d->t->lock);
 	d->wakeups++;
 	run_completions(d);
@@ -488,18 +483,18 @@ static void drain(struct net_dev *d, bool cancel_all)
 			d->inflight++;
 		}
 	}
-	io_uring_submit(&d->ring);
+	io_uring_submit(&d->io.ring);
 	while (d->inflight) {
 		struct io_uring_cqe *cqe;
 		struct __kernel_timespec ts = { .tv_sec = 5 };
-		int e = io_uring_wait_cqe_timeout(&d->ring, &cqe, &ts);
+		int e = io_uring_wait_cqe_timeout(&d->io.ring, &cqe, &ts);
 		if (e < 0) {
 			log_warn(&d->vm->log, "virtio-net %s: %u tap operation(s) still in flight after 5 s (%s); "
 				 "going on without them", d->ifname, d->inflight, strerror(-e));
 			break;
 		}
 		uint64_t tag = io_uring_cqe_get_data64(cqe);
-		io_uring_cqe_seen(&d->ring, cqe);
+		io_uring_cqe_seen(&d->io.ring, cqe);
 		d->inflight--;
 		if (tag != TAG_RX && tag != TAG_CANCEL)
 			req_put(d, (struct net_tx_req *)(uintptr_t)tag);
@@ -631,7 +626,7 @@ static int net_create_one(struct vm *vm, struct net_dev *d, const char *spec, un
 	d->vm = vm;
 	d->index = index;
 	d->fd = -1;
-	d->ring_eventfd = -1;
+	io_ring_clear(&d->io);
 	if (parse_net_option(d, spec, err) || open_tap(d, err))
 		return -1;
 	d->reqs = calloc(NET_QUEUE_MAX, sizeof(*d->reqs));
@@ -640,15 +635,9 @@ static int net_create_one(struct vm *vm, struct net_dev *d, const char *spec, un
 		return error_set(err, "out of memory for virtio-net %s", d->ifname);
 	for (unsigned i = 0; i < NET_QUEUE_MAX; i++)
 		req_put(d, &d->reqs[i]);
-	int e = io_uring_queue_init(NET_RING_ENTRIES, &d->ring, 0);
-	if (e < 0)
-		return error_set(err, "--net %s: io_uring set-up failed: %s (is io_uring disabled by "
-				 "sysctl kernel.io_uring_disabled?)", d->spec, strerror(-e));
-	d->ring_ready = true;
-	d->ring_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (d->ring_eventfd < 0 || io_uring_register_eventfd(&d->ring, d->ring_eventfd) < 0)
-		return error_set(err, "--net %s: cannot attach an eventfd to io_uring", d->spec);
-	if (event_loop_add(&vm->loop, d->ring_eventfd, EPOLLIN, net_on_completion, d, err))
+	char who[300];
+	snprintf(who, sizeof(who), "--net %s", d->spec);
+	if (io_ring_init(&d->io, &vm->loop, NET_RING_ENTRIES, 0, net_on_completion, d, who, err))
 		return -1;
 	d->ops = (struct virtio_dev_ops){
 		.name = "virtio-net",
@@ -686,14 +675,9 @@ static void net_destroy_one(struct net_dev *d)
 {
 	if (d->t)
 		virtio_mmio_destroy(d->t);
-	if (d->ring_eventfd >= 0) {
-		event_loop_remove(&d->vm->loop, d->ring_eventfd);
-		close(d->ring_eventfd);
-	}
-	if (d->ring_ready) {
+	if (d->io.ready)
 		drain(d, true);
-		io_uring_queue_exit(&d->ring);
-	}
+	io_ring_exit(&d->io);
 	if (d->fd >= 0)
 		close(d->fd);
 	if (d->tx_packets + d->rx_packets + d->tx_dropped + d->rx_dropped + d->tx_errors)

@@ -13,6 +13,7 @@
  * with the transport lock held.
  */
 #include "devices/vsock_conn.h"
+#include "vmm/io_ring.h"
 #include "vmm/virtio_mmio.h"
 #include "vmm/vm.h"
 
@@ -74,9 +75,7 @@ struct vsock_dev {
 	bool path_created;
 	dev_t path_dev;
 	ino_t path_ino;
-	struct io_uring ring;
-	bool ring_ready;
-	int ring_eventfd;
+	struct io_ring io;
 	unsigned inflight;      /* SQEs whose completion we still expect (cancels excluded) */
 	unsigned queued;        /* SQEs not submitted yet */
 	struct vs_op accept_op;
@@ -97,11 +96,11 @@ static void vsock_config_read(void *dev, uint8_t *cfg)
 
 static struct io_uring_sqe *get_sqe(struct vsock_dev *d)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&d->io.ring);
 	if (!sqe) {
-		io_uring_submit(&d->ring);
+		io_uring_submit(&d->io.ring);
 		d->queued = 0;
-		sqe = io_uring_get_sqe(&d->ring);
+		sqe = io_uring_get_sqe(&d->io.ring);
 	}
 	if (sqe)
 		d->queued++;
@@ -113,7 +112,7 @@ static struct io_uring_sqe *get_sqe(struct vsock_dev *d)
 static void submit(struct vsock_dev *d)
 {
 	if (d->queued) {
-		io_uring_submit(&d->ring);
+		io_uring_submit(&d->io.ring);
 		d->queued = 0;
 	}
 }
@@ -466,24 +465,22 @@ static void on_completion(void *ctx, uint32_t events)
 {
 	struct vsock_dev *d = ctx;
 	(void)events;
-	uint64_t n;
-	ssize_t rd = read(d->ring_eventfd, &n, sizeof(n));
-	(void)rd;
+	io_ring_ack(&d->io);
 	pthread_mutex_lock(&d->t->lock);
 	for (;;) {
-		if (!io_uring_cq_ready(&d->ring) && io_uring_cq_has_overflow(&d->ring))
-			io_uring_get_events(&d->ring); /* completions the kernel kept aside */
-		if (!io_uring_cq_ready(&d->ring))
+		if (!io_uring_cq_ready(&d->io.ring) && io_uring_cq_has_overflow(&d->io.ring))
+			io_uring_get_events(&d->io.ring); /* completions the kernel kept aside */
+		if (!io_uring_cq_ready(&d->io.ring))
 			break;
 		struct io_uring_cqe *cqe;
 		unsigned head, seen = 0;
-		io_uring_for_each_cqe(&d->ring, head, cqe) {
+		io_uring_for_each_cqe(&d->io.ring, head, cqe) {
 			struct vs_op *op = io_uring_cqe_get_data(cqe);
 			seen++;
 			if (op)
 				handle_cqe(d, op, cqe->res);
 		}
-		io_uring_cq_advance(&d->ring, seen);
+		io_uring_cq_advance(&d->io.ring, seen);
 		run(d);
 	}
 	run(d); /* also what a reset left to do */
@@ -497,9 +494,7 @@ static void vsock_reset(void *dev)
 {
 	struct vsock_dev *d = dev;
 	vsock_mux_reset(&d->mux);
-	uint64_t one = 1;
-	ssize_t r = write(d->ring_eventfd, &one, sizeof(one));
-	(void)r;
+	io_ring_wake(&d->io);
 }
 
 /* cid=N,uds=PATH */
@@ -584,29 +579,25 @@ static void vsock_destroy(void *state)
 	struct vsock_dev *d = state;
 	if (d->t)
 		virtio_mmio_destroy(d->t);
-	if (d->ring_eventfd >= 0) {
-		event_loop_remove(&d->vm->loop, d->ring_eventfd);
-		close(d->ring_eventfd);
-	}
-	if (d->ring_ready) {
+	if (d->io.ready) {
 		/* Cancel what is in flight and wait for it: recvs still point into the buffers freed below. */
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&d->io.ring);
 		if (sqe) {
 			io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
 			io_uring_sqe_set_data(sqe, NULL);
 		}
-		io_uring_submit(&d->ring);
+		io_uring_submit(&d->io.ring);
 		while (d->inflight) {
 			struct io_uring_cqe *cqe;
 			struct __kernel_timespec ts = { .tv_sec = 1 };
-			if (io_uring_wait_cqe_timeout(&d->ring, &cqe, &ts) < 0)
+			if (io_uring_wait_cqe_timeout(&d->io.ring, &cqe, &ts) < 0)
 				break;
 			if (io_uring_cqe_get_data(cqe))
 				d->inflight--;
-			io_uring_cqe_seen(&d->ring, cqe);
+			io_uring_cqe_seen(&d->io.ring, cqe);
 		}
-		io_uring_queue_exit(&d->ring);
 	}
+	io_ring_exit(&d->io);
 	if (d->socks.next) {
 		while (d->socks.next != &d->socks) {
 			struct vs_sock *s = d->socks.next;
@@ -646,7 +637,7 @@ static int vsock_create(struct vm *vm, void **state, struct error *err)
 	*state = d;
 	d->vm = vm;
 	d->listen_fd = -1;
-	d->ring_eventfd = -1;
+	io_ring_clear(&d->io);
 	d->socks.next = d->socks.prev = &d->socks;
 	d->accept_op.kind = OP_ACCEPT;
 	vsock_mux_init(&d->mux, 0, &vm->log);
@@ -656,16 +647,8 @@ static int vsock_create(struct vm *vm, void **state, struct error *err)
 	if (listen_on_path(d, err))
 		return -1;
 	/* Room for every completion that can be outstanding (a few per socket) without overflowing. */
-	struct io_uring_params p = { .flags = IORING_SETUP_CQSIZE, .cq_entries = VSOCK_URING_CQ_ENTRIES };
-	int e = io_uring_queue_init_params(VSOCK_URING_ENTRIES, &d->ring, &p);
-	if (e < 0)
-		return error_set(err, "--vsock: io_uring set-up failed: %s (is io_uring disabled by sysctl "
-				 "kernel.io_uring_disabled?)", strerror(-e));
-	d->ring_ready = true;
-	d->ring_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (d->ring_eventfd < 0 || io_uring_register_eventfd(&d->ring, d->ring_eventfd) < 0)
-		return error_set(err, "--vsock: cannot attach an eventfd to io_uring");
-	if (event_loop_add(&vm->loop, d->ring_eventfd, EPOLLIN, on_completion, d, err))
+	if (io_ring_init(&d->io, &vm->loop, VSOCK_URING_ENTRIES, VSOCK_URING_CQ_ENTRIES, on_completion, d,
+			 "--vsock", err))
 		return -1;
 	d->ops = (struct virtio_dev_ops){
 		.name = "virtio-vsock",
