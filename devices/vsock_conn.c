@@ -1,4 +1,5 @@
 #include "devices/vsock_conn.h"
+#include "vmm/iov.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,42 +84,6 @@ static size_t iov_total(const struct iovec *iov, unsigned n)
 	return sum;
 }
 
-/* Copies out of / into a segment list at byte offset off; returns the bytes copied. */
-static size_t iov_read(const struct iovec *iov, unsigned n, size_t off, void *dst, size_t len)
-{
-	size_t done = 0;
-	for (unsigned i = 0; i < n && done < len; i++) {
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		size_t take = iov[i].iov_len - off;
-		if (take > len - done)
-			take = len - done;
-		memcpy((uint8_t *)dst + done, (const uint8_t *)iov[i].iov_base + off, take);
-		done += take;
-		off = 0;
-	}
-	return done;
-}
-
-static size_t iov_write(const struct iovec *iov, unsigned n, size_t off, const void *src, size_t len)
-{
-	size_t done = 0;
-	for (unsigned i = 0; i < n && done < len; i++) {
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		size_t take = iov[i].iov_len - off;
-		if (take > len - done)
-			take = len - done;
-		memcpy((uint8_t *)iov[i].iov_base + off, (const uint8_t *)src + done, take);
-		done += take;
-		off = 0;
-	}
-	return done;
-}
 
 static uint32_t ring_used(const struct vsock_ring *r) { return r->wr - r->rd; }
 static uint32_t ring_free(const struct vsock_ring *r) { return r->size - ring_used(r); }
@@ -495,7 +460,7 @@ void vsock_mux_guest_packet(struct vsock_mux *m, const struct iovec *iov, unsign
 		log_debug(m->log, "virtio-vsock: tx buffer of %zu bytes holds no header: dropped", total);
 		return;
 	}
-	iov_read(iov, niov, 0, raw, sizeof(raw));
+	iov_copy_out(iov, niov, 0, raw, sizeof(raw));
 	vsock_hdr_decode(raw, &h);
 	size_t payload = total - VSOCK_HDR_SIZE;
 	if (h.src_cid != m->guest_cid) {
@@ -568,7 +533,7 @@ void vsock_mux_guest_packet(struct vsock_mux *m, const struct iovec *iov, unsign
 			unsigned ns = ring_iov(&c->tx, c->tx.wr, h.len, seg);
 			size_t off = VSOCK_HDR_SIZE;
 			for (unsigned i = 0; i < ns; i++)
-				off += iov_read(iov, niov, off, seg[i].iov_base, seg[i].iov_len);
+				off += iov_copy_out(iov, niov, off, seg[i].iov_base, seg[i].iov_len);
 			c->tx.wr += h.len;
 		}
 		break;
@@ -636,7 +601,7 @@ static size_t conn_rx_packet(struct vsock_conn *c, const struct iovec *iov, unsi
 		unsigned ns = ring_iov(&c->rx_ring, c->rx_ring.rd, n, seg);
 		size_t off = VSOCK_HDR_SIZE;
 		for (unsigned i = 0; i < ns; i++)
-			off += iov_write(iov, niov, off, seg[i].iov_base, seg[i].iov_len);
+			off += iov_copy_in(iov, niov, off, seg[i].iov_base, seg[i].iov_len);
 		c->rx_ring.rd += n;
 		c->rx_cnt += n;
 		m->stats.bytes_to_guest += n;
@@ -659,7 +624,7 @@ static size_t conn_rx_packet(struct vsock_conn *c, const struct iovec *iov, unsi
 	c->fwd_cnt_sent = c->fwd_cnt;
 	uint8_t raw[VSOCK_HDR_SIZE];
 	vsock_hdr_encode(&h, raw);
-	iov_write(iov, niov, 0, raw, sizeof(raw));
+	iov_copy_in(iov, niov, 0, raw, sizeof(raw));
 	return VSOCK_HDR_SIZE + h.len;
 }
 
@@ -678,7 +643,7 @@ size_t vsock_mux_rx_packet(struct vsock_mux *m, const struct iovec *iov, unsigne
 		};
 		uint8_t raw[VSOCK_HDR_SIZE];
 		vsock_hdr_encode(&h, raw);
-		iov_write(iov, niov, 0, raw, sizeof(raw));
+		iov_copy_in(iov, niov, 0, raw, sizeof(raw));
 		m->stats.rst_sent++;
 		return VSOCK_HDR_SIZE;
 	}

@@ -3,6 +3,7 @@
  * another vCPU, so every guest word is read once into a local and only the local is checked and used.
  */
 #include "vmm/virtq.h"
+#include "vmm/iov.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -226,34 +227,12 @@ bool virtq_prepare_wait(struct virtq *vq)
 }
 
 /* Copies between the flat buffer and segments [first, first + n) from a logical offset. */
-static uint64_t chain_copy(const struct virtq_chain *c, unsigned first, unsigned n, uint64_t offset,
-			   uint8_t *buf, uint64_t len, bool to_chain)
-{
-	uint64_t done = 0;
-	for (unsigned k = first; k < first + n && done < len; k++) {
-		uint64_t seg = c->iov[k].iov_len;
-		if (offset >= seg) {
-			offset -= seg;
-			continue;
-		}
-		uint64_t m = seg - offset < len - done ? seg - offset : len - done;
-		uint8_t *p = (uint8_t *)c->iov[k].iov_base + offset;
-		if (to_chain)
-			memcpy(p, buf + done, m);
-		else
-			memcpy(buf + done, p, m);
-		done += m;
-		offset = 0;
-	}
-	return done;
-}
-
 uint64_t virtq_chain_read(const struct virtq_chain *c, uint64_t offset, void *dst, uint64_t len)
 {
-	return chain_copy(c, 0, c->nr_out, offset, dst, len, false);
+	return iov_copy_out(c->iov, c->nr_out, offset, dst, len);
 }
 
 uint64_t virtq_chain_write(const struct virtq_chain *c, uint64_t offset, const void *src, uint64_t len)
 {
-	return chain_copy(c, c->nr_out, c->nr_in, offset, (uint8_t *)(uintptr_t)src, len, true);
+	return iov_copy_in(c->iov + c->nr_out, c->nr_in, offset, src, len);
 }

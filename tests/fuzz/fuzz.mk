@@ -14,9 +14,9 @@ FUZZ_TARGETS := kernel_image config_json virtq vsock net_tx
 FUZZ_LIB_kernel_image := boot/elf.c boot/bzimage.c boot/kernel_image.c boot/linux_x86.c boot/pvh.c \
 	vmm/guest_mem.c vmm/log.c arch/x86/mptable.c
 FUZZ_LIB_config_json := vmm/config.c vmm/log.c
-FUZZ_LIB_virtq := vmm/virtq.c vmm/guest_mem.c vmm/log.c
-FUZZ_LIB_vsock := devices/vsock_conn.c vmm/log.c
-FUZZ_LIB_net_tx := devices/net_hdr.c vmm/virtq.c vmm/guest_mem.c vmm/log.c
+FUZZ_LIB_virtq := vmm/virtq.c vmm/iov.c vmm/guest_mem.c vmm/log.c
+FUZZ_LIB_vsock := devices/vsock_conn.c vmm/iov.c vmm/log.c
+FUZZ_LIB_net_tx := devices/net_hdr.c vmm/virtq.c vmm/iov.c vmm/guest_mem.c vmm/log.c
 FUZZ_MAX_LEN_kernel_image := 65536
 FUZZ_MAX_LEN_config_json := 4096
 FUZZ_MAX_LEN_virtq := 65552
