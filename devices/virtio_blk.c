@@ -287,7 +287,6 @@ static bool blk_start(struct blk_disk *d, struct blk_request *r)
 static void blk_queue_notify(void *dev, struct virtio_mmio *t, unsigned q)
 {
 	struct blk_disk *d = dev;
-	struct virtq *vq = &t->queues[q].vq;
 	unsigned queued = 0;
 	bool completed_now = false;
 	for (;;) {
@@ -296,15 +295,8 @@ static void blk_queue_notify(void *dev, struct virtio_mmio *t, unsigned q)
 			d->starved[q] = true; /* resumed when a completion frees a slot */
 			break;
 		}
-		enum virtq_pop p = virtq_pop_chain(vq, &r->chain);
-		if (p != VIRTQ_POP_CHAIN) {
+		if (!virtio_mmio_pop(t, q, &r->chain)) {
 			req_put(d, r);
-			if (p == VIRTQ_POP_BROKEN) {
-				virtio_mmio_needs_reset(t, vq->why_broken);
-				break;
-			}
-			if (virtq_prepare_wait(vq))
-				continue;
 			break;
 		}
 		r->queue = q;

@@ -180,15 +180,8 @@ static void tx_process(struct net_dev *d)
 			d->tx_starved = true; /* resumed when a completion frees a slot */
 			break;
 		}
-		enum virtq_pop p = virtq_pop_chain(vq, &d->tx_chain);
-		if (p != VIRTQ_POP_CHAIN) {
+		if (!virtio_mmio_pop(t, NET_TXQ, &d->tx_chain)) {
 			req_put(d, r);
-			if (p == VIRTQ_POP_BROKEN) {
-				virtio_mmio_needs_reset(t, vq->why_broken);
-				break;
-			}
-			if (virtq_prepare_wait(vq))
-				continue;
 			break;
 		}
 		enum net_tx_verdict v = net_tx_prepare(&d->tx_chain, t->driver_features, &r->hdr, r->iov, &r->nr_iov,
@@ -263,16 +256,9 @@ static void rx_place(struct net_dev *d)
 	struct virtq *vq = &t->queues[NET_RXQ].vq;
 	struct net_rx_merge *m = &d->merge;
 	while (!net_rx_done(m)) {
-		enum virtq_pop p = virtq_pop_chain(vq, &d->rx_scratch);
-		if (p == VIRTQ_POP_BROKEN) {
-			virtio_mmio_needs_reset(t, vq->why_broken);
+		/* Empty: still RX_PLACING, the driver's next notification resumes here (or it broke the queue). */
+		if (!virtio_mmio_pop(t, NET_RXQ, &d->rx_scratch))
 			return;
-		}
-		if (p == VIRTQ_POP_EMPTY) {
-			if (virtq_prepare_wait(vq))
-				continue;
-			return; /* still RX_PLACING: the driver's next notification resumes here */
-		}
 		if (!net_rx_chain_ok(&d->rx_scratch)) {
 			virtio_mmio_needs_reset(t, "virtio-net receive buffer with device-readable segments or "
 						   "smaller than the 12-byte header");
@@ -312,17 +298,9 @@ static void rx_start(struct net_dev *d)
 		rx_place(d);
 	if (d->rx_state != RX_IDLE)
 		return;
-	for (;;) {
-		enum virtq_pop p = virtq_pop_chain(vq, &d->rx_chain);
-		if (p == VIRTQ_POP_BROKEN) {
-			virtio_mmio_needs_reset(t, vq->why_broken);
-			return;
-		}
-		if (p == VIRTQ_POP_CHAIN)
-			break;
-		if (!virtq_prepare_wait(vq))
-			return; /* no buffer: leave the tap alone until the driver posts one */
-	}
+	/* No buffer: leave the tap alone until the driver posts one (or it broke the queue). */
+	if (!virtio_mmio_pop(t, NET_RXQ, &d->rx_chain))
+		return;
 	if (!net_rx_chain_ok(&d->rx_chain)) {
 		virtio_mmio_needs_reset(t, "virtio-net receive buffer with device-readable segments or smaller "
 					   "than the 12-byte header");

@@ -299,16 +299,8 @@ static void deliver_rx(struct vsock_dev *d)
 		return;
 	bool pushed = false;
 	while (vsock_mux_rx_pending(&d->mux)) {
-		enum virtq_pop p = virtq_pop_chain(vq, &d->chain);
-		if (p == VIRTQ_POP_BROKEN) {
-			virtio_mmio_needs_reset(t, vq->why_broken);
-			break;
-		}
-		if (p == VIRTQ_POP_EMPTY) {
-			if (virtq_prepare_wait(vq))
-				continue;
+		if (!virtio_mmio_pop(t, Q_RX, &d->chain))
 			break; /* the guest notifies when it posts buffers; the packets wait */
-		}
 		size_t n = vsock_mux_rx_packet(&d->mux, &d->chain.iov[d->chain.nr_out], d->chain.nr_in);
 		virtq_push_used(vq, d->chain.head, (uint32_t)n);
 		pushed = true;
@@ -333,17 +325,7 @@ static void process_tx(struct vsock_dev *d, struct virtio_mmio *t)
 {
 	struct virtq *vq = &t->queues[Q_TX].vq;
 	bool pushed = false;
-	for (;;) {
-		enum virtq_pop p = virtq_pop_chain(vq, &d->chain);
-		if (p == VIRTQ_POP_BROKEN) {
-			virtio_mmio_needs_reset(t, vq->why_broken);
-			break;
-		}
-		if (p == VIRTQ_POP_EMPTY) {
-			if (virtq_prepare_wait(vq))
-				continue;
-			break;
-		}
+	while (virtio_mmio_pop(t, Q_TX, &d->chain)) {
 		vsock_mux_guest_packet(&d->mux, d->chain.iov, d->chain.nr_out);
 		virtq_push_used(vq, d->chain.head, 0);
 		pushed = true;

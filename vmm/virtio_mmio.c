@@ -61,6 +61,22 @@ bool virtio_mmio_driver_ok(const struct virtio_mmio *t)
 	return (t->status & VIRTIO_STATUS_DRIVER_OK) && !(t->status & VIRTIO_STATUS_NEEDS_RESET);
 }
 
+bool virtio_mmio_pop(struct virtio_mmio *t, unsigned q, struct virtq_chain *chain)
+{
+	struct virtq *vq = &t->queues[q].vq;
+	for (;;) {
+		enum virtq_pop p = virtq_pop_chain(vq, chain);
+		if (p == VIRTQ_POP_CHAIN)
+			return true;
+		if (p == VIRTQ_POP_BROKEN) {
+			virtio_mmio_needs_reset(t, vq->why_broken);
+			return false;
+		}
+		if (!virtq_prepare_wait(vq))
+			return false;
+	}
+}
+
 void virtio_mmio_signal_used(struct virtio_mmio *t, unsigned q)
 {
 	if (virtq_should_interrupt(&t->queues[q].vq))

@@ -81,6 +81,9 @@ int virtio_mmio_create(struct vm *vm, const struct virtio_dev_ops *ops, void *de
 		       struct error *err);
 void virtio_mmio_destroy(struct virtio_mmio *t);
 
+/* Device side, with t->lock held: the next available chain of queue q. False when the queue is empty
+ * (the driver's notifications re-armed first, so nothing is missed) or broken (DEVICE_NEEDS_RESET set). */
+bool virtio_mmio_pop(struct virtio_mmio *t, unsigned q, struct virtq_chain *chain);
 /* Device side, with t->lock held: signal used buffers (one interrupt per batch, if the driver wants it). */
 void virtio_mmio_signal_used(struct virtio_mmio *t, unsigned q);
 /* The queue (or device) is broken: set DEVICE_NEEDS_RESET and tell the driver. */
