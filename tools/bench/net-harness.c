@@ -10,11 +10,17 @@
  *                   receive buffers posted (mergeable 2 KiB buffers, or 64 KiB ones with --no-mrg) and
  *                   counts the packets the device delivers
  *   --mode rx-direct  the same sender; read() on the tap in a loop
+ *   --mode ping     per-message latency: the driver sends one ICMP echo request (--size bytes on the wire)
+ *                   from 10.0.2.2 to --dst (the host's address on the tap) through the TX queue, the host
+ *                   kernel answers out of the tap, the device delivers the reply into a posted receive
+ *                   buffer; --count round trips, one at a time, waiting in epoll (vd_pump)
+ *   --mode ping-direct  the same request written to the tap fd, the reply read from it (blocking)
  *
- * Usage: net-harness --tap NAME --mode M [--size BYTES] [--runtime S] [--dst A.B.C.D] [--no-mrg]
+ * Usage: net-harness --tap NAME --mode M [--size BYTES] [--runtime S] [--dst A.B.C.D] [--no-mrg] [--count N]
  * The tap must exist, be up, and route --dst (tools/bench/net sets that up in a namespace). Prints one JSON
  * object: packets, bytes, seconds, packets/s, MB/s, CPU seconds (user+sys, this process), and for rx modes
- * the datagrams the sender sent.
+ * the datagrams the sender sent. The ping modes print round trips instead: count, lost, median, p99, mean,
+ * min (microseconds). They need the host to know 10.0.2.2's MAC (02:00:00:00:00:02; a permanent neighbour).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,6 +28,7 @@
 #include <getopt.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -46,6 +53,7 @@ struct opts {
 	uint32_t size;
 	double runtime;
 	bool mrg;
+	unsigned count;
 };
 
 static double now(void)
@@ -305,12 +313,206 @@ static void run_device(const struct opts *o, bool tx, uint64_t *pkts, uint64_t *
 	vd_destroy(vd);
 }
 
+/* ---- ping: per-message round trips ---- */
+
+#define PING_ID 0x4b56
+#define PING_TIMEOUT_S 1.0
+
+static uint16_t csum16(const uint8_t *p, uint32_t len)
+{
+	uint32_t sum = 0;
+	for (uint32_t i = 0; i + 1 < len; i += 2)
+		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+	if (len & 1)
+		sum += (uint32_t)p[len - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+/* The tap's own MAC address: the requests go to it, as a guest's would after ARP. */
+static void tap_mac(const char *name, uint8_t mac[6])
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	if (s < 0 || ioctl(s, SIOCGIFHWADDR, &ifr) < 0)
+		die("SIOCGIFHWADDR: %s", strerror(errno));
+	memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+	close(s);
+}
+
+/* An ICMP echo request of len bytes (>= 42) from 10.0.2.2 (02:00:00:00:00:02) to dst at mac. */
+static void make_ping(uint8_t *f, uint32_t len, const char *dst, const uint8_t mac[6])
+{
+	make_frame(f, len, dst);
+	memcpy(f, mac, 6);
+	uint8_t *ip = f + 14;
+	ip[9] = 1;
+	ip[10] = ip[11] = 0;
+	uint16_t c = csum16(ip, 20);
+	ip[10] = (uint8_t)(c >> 8);
+	ip[11] = (uint8_t)c;
+	uint8_t *icmp = ip + 20;
+	icmp[0] = 8; /* echo request */
+	icmp[1] = 0;
+	icmp[4] = PING_ID >> 8;
+	icmp[5] = PING_ID & 0xff;
+}
+
+/* Sets the sequence number and the ICMP checksum. */
+static void ping_seq(uint8_t *f, uint32_t len, uint16_t seq)
+{
+	uint8_t *icmp = f + 34;
+	icmp[2] = icmp[3] = 0;
+	icmp[6] = (uint8_t)(seq >> 8);
+	icmp[7] = (uint8_t)seq;
+	uint16_t c = csum16(icmp, len - 34);
+	icmp[2] = (uint8_t)(c >> 8);
+	icmp[3] = (uint8_t)c;
+}
+
+/* Whether the frame p (after the virtio header) is our echo reply number seq. */
+static bool is_reply(const uint8_t *p, size_t n, uint16_t seq)
+{
+	return n >= 42 && p[12] == 0x08 && p[13] == 0x00 && p[23] == 1 && p[34] == 0 && p[38] == (PING_ID >> 8) &&
+	       p[39] == (PING_ID & 0xff) && p[40] == (uint8_t)(seq >> 8) && p[41] == (uint8_t)seq;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void ping_direct(const struct opts *o, double *rtt, unsigned *got, unsigned *lost)
+{
+	int fd = open_tap(o->tap);
+	uint8_t mac[6];
+	tap_mac(o->tap, mac);
+	static uint8_t frame[NET_MAX_PACKET], buf[NET_MAX_PACKET];
+	make_ping(frame, o->size, o->dst, mac);
+	struct virtio_net_hdr_v1 h = { 0 };
+	struct iovec iov[2] = { { &h, NET_HDR_LEN }, { frame, o->size } };
+	for (unsigned i = 0; i < o->count; i++) {
+		uint16_t seq = (uint16_t)i;
+		ping_seq(frame, o->size, seq);
+		double t0 = now(), end = t0 + PING_TIMEOUT_S;
+		if (writev(fd, iov, 2) < 0)
+			die("tap write: %s", strerror(errno));
+		bool ok = false;
+		while (!ok && now() < end) {
+			struct pollfd pfd = { fd, POLLIN, 0 };
+			if (poll(&pfd, 1, 100) <= 0)
+				continue;
+			ssize_t n = read(fd, buf, sizeof(buf));
+			if (n > (ssize_t)NET_HDR_LEN && is_reply(buf + NET_HDR_LEN, (size_t)n - NET_HDR_LEN, seq)) {
+				rtt[(*got)++] = (now() - t0) * 1e6;
+				ok = true;
+			}
+		}
+		if (!ok)
+			(*lost)++;
+	}
+	close(fd);
+}
+
+static void ping_device(const struct opts *o, double *rtt, unsigned *got, unsigned *lost)
+{
+	struct error err;
+	struct vd *vd = net_vd_create(o->tap, &err);
+	if (!vd)
+		die("device: %s", err.msg);
+	uint64_t f = vd_device_features(vd);
+	if (!o->mrg)
+		f &= ~(1ull << VIRTIO_NET_F_MRG_RXBUF);
+	if (vd_start(vd, f, 2, QSIZE))
+		die("device set-up failed%s", "");
+	uint8_t mac[6];
+	tap_mac(o->tap, mac);
+	uint32_t rxsz = o->mrg ? 2048 : NET_MAX_PACKET;
+	unsigned nrx = 64;
+	uint64_t rxbufs = vd_alloc(vd, (uint64_t)rxsz * nrx, 4096);
+	uint64_t txbuf = vd_alloc(vd, NET_HDR_LEN + o->size, 4096);
+	for (unsigned i = 0; i < nrx; i++) {
+		vd_put_desc(vd, RXQ, (uint16_t)i, rxbufs + (uint64_t)i * rxsz, rxsz, VD_DESC_F_WRITE, 0);
+		vd_publish(vd, RXQ, (uint16_t)i);
+	}
+	vd_kick(vd, RXQ);
+	memset(vd_ptr(vd, txbuf, NET_HDR_LEN), 0, NET_HDR_LEN);
+	uint8_t *frame = vd_ptr(vd, txbuf + NET_HDR_LEN, o->size);
+	make_ping(frame, o->size, o->dst, mac);
+	vd_put_desc(vd, TXQ, 0, txbuf, NET_HDR_LEN + o->size, 0, 0);
+	static struct vd_done done[QSIZE];
+	for (unsigned i = 0; i < o->count; i++) {
+		uint16_t seq = (uint16_t)i;
+		ping_seq(frame, o->size, seq);
+		double t0 = now(), end = t0 + PING_TIMEOUT_S;
+		vd_publish(vd, TXQ, 0);
+		vd_kick(vd, TXQ);
+		bool ok = false, txdone = false;
+		while ((!ok || !txdone) && now() < end) {
+			if (!txdone && vd_reap(vd, TXQ, done, 1))
+				txdone = true;
+			unsigned n = vd_reap(vd, RXQ, done, QSIZE);
+			for (unsigned k = 0; k < n; k++) {
+				const uint8_t *p = vd_ptr(vd, rxbufs + (uint64_t)done[k].head * rxsz, rxsz);
+				if (!ok && done[k].len > NET_HDR_LEN &&
+				    is_reply(p + NET_HDR_LEN, done[k].len - NET_HDR_LEN, seq)) {
+					rtt[(*got)++] = (now() - t0) * 1e6;
+					ok = true;
+				}
+			}
+			for (unsigned k = 0; k < n; k++)
+				vd_publish(vd, RXQ, done[k].head);
+			if (n)
+				vd_kick(vd, RXQ);
+			if (!ok || !txdone)
+				vd_pump(vd, 100);
+		}
+		if (!ok)
+			(*lost)++;
+		if (!txdone)
+			die("a transmit did not complete in %s", "1 s");
+	}
+	vd_destroy(vd);
+}
+
+static int run_ping(const struct opts *o)
+{
+	double *rtt = calloc(o->count ? o->count : 1, sizeof(double));
+	unsigned got = 0, lost = 0;
+	double cpu0 = cpu_seconds(), t0 = now();
+	if (strstr(o->mode, "direct"))
+		ping_direct(o, rtt, &got, &lost);
+	else
+		ping_device(o, rtt, &got, &lost);
+	double secs = now() - t0, cpu = cpu_seconds() - cpu0;
+	if (!got)
+		die("no echo replies came back (%s)", o->mode);
+	qsort(rtt, got, sizeof(double), cmp_double);
+	double sum = 0;
+	for (unsigned i = 0; i < got; i++)
+		sum += rtt[i];
+	unsigned p99 = (unsigned)((got - 1) * 0.99 + 0.5);
+	double median = got % 2 ? rtt[got / 2] : (rtt[got / 2 - 1] + rtt[got / 2]) / 2;
+	printf("{\"mode\": \"%s\", \"size\": %u, \"mrg\": %s, \"count\": %u, \"lost\": %u, \"median_us\": %.2f, "
+	       "\"p99_us\": %.2f, \"mean_us\": %.2f, \"min_us\": %.2f, \"max_us\": %.2f, \"seconds\": %.3f, "
+	       "\"cpu_s\": %.3f}\n",
+	       o->mode, o->size, o->mrg ? "true" : "false", got, lost, median, rtt[p99], sum / got, rtt[0],
+	       rtt[got - 1], secs, cpu);
+	free(rtt);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	struct opts o = { .size = 1514, .runtime = 3, .dst = "10.0.2.99", .mrg = true };
+	struct opts o = { .size = 1514, .runtime = 3, .dst = "10.0.2.99", .mrg = true, .count = 2000 };
 	static const struct option lo[] = {
 		{ "tap", 1, 0, 't' }, { "mode", 1, 0, 'm' }, { "size", 1, 0, 's' }, { "runtime", 1, 0, 'r' },
-		{ "dst", 1, 0, 'd' }, { "no-mrg", 0, 0, 'n' }, { 0, 0, 0, 0 },
+		{ "dst", 1, 0, 'd' }, { "no-mrg", 0, 0, 'n' }, { "count", 1, 0, 'c' },
+		{ 0, 0, 0, 0 },
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -321,12 +523,15 @@ int main(int argc, char **argv)
 		case 'r': o.runtime = strtod(optarg, NULL); break;
 		case 'd': o.dst = optarg; break;
 		case 'n': o.mrg = false; break;
+		case 'c': o.count = (uint32_t)strtoul(optarg, NULL, 0); break;
 		default: return 2;
 		}
 	}
 	if (!o.tap || !o.mode || o.size < 60 || o.size > 65000)
-		die("usage: net-harness --tap NAME --mode tx|tx-direct|rx|rx-direct [--size 60..65000] [--runtime S] "
-		    "[--dst IP] [--no-mrg]%s", "");
+		die("usage: net-harness --tap NAME --mode tx|tx-direct|rx|rx-direct|ping|ping-direct "
+		    "[--size 60..65000] [--runtime S] [--dst IP] [--no-mrg] [--count N]%s", "");
+	if (!strncmp(o.mode, "ping", 4))
+		return run_ping(&o);
 	bool tx = !strncmp(o.mode, "tx", 2), direct = strstr(o.mode, "direct") != NULL;
 	uint64_t pkts = 0, bytes = 0, sent = 0;
 	double secs = 0, cpu0 = cpu_seconds();
