@@ -23,6 +23,12 @@ const struct device_desc *vd_find_device(const char *name)
 
 struct vd *vd_create(const char *disk_spec, const struct vd_opts *opts, struct error *err)
 {
+	return vd_create_device("virtio-blk", "--disk", disk_spec, opts, err);
+}
+
+struct vd *vd_create_device(const char *device, const char *option, const char *value, const struct vd_opts *opts,
+			    struct error *err)
+{
 	struct vd_opts o = { .cpus = 1, .ram_bytes = 16ull << 20, .log_level = LOG_ERROR };
 	if (opts) {
 		if (opts->cpus)
@@ -48,14 +54,12 @@ struct vd *vd_create(const char *disk_spec, const struct vd_opts *opts, struct e
 	vm->mmio.name = "mmio";
 	vm->guest_is_linux = true;
 
+	/* The device reads its option from the config, exactly as kvmbox-vmm parses it. */
 	config_defaults(&vd->cfg);
-	vd->cfg.cpus = o.cpus;
-	vd->cfg.disks = calloc(1, sizeof(char *));
-	if (!vd->cfg.disks || !(vd->cfg.disks[0] = strdup(disk_spec))) {
-		error_set(err, "out of memory");
+	char *argv[] = { "vd", (char *)option, (char *)value, NULL };
+	if (config_parse_args(&vd->cfg, 3, argv, err))
 		goto fail;
-	}
-	vd->cfg.nr_disks = 1;
+	vd->cfg.cpus = o.cpus;
 	vm->cfg = &vd->cfg;
 
 	vd->ram_size = (o.ram_bytes + 4095) & ~4095ull;
@@ -70,15 +74,15 @@ struct vd *vd_create(const char *disk_spec, const struct vd_opts *opts, struct e
 
 	if (event_loop_init(&vm->loop, err))
 		goto fail;
-	vd->desc = vd_find_device("virtio-blk");
+	vd->desc = vd_find_device(device);
 	if (!vd->desc) {
-		error_set(err, "no device named virtio-blk is linked in (devices/virtio_blk.c)");
+		error_set(err, "no device named %s is linked in", device);
 		goto fail;
 	}
 	if (vd->desc->create(vm, &vd->dev_state, err))
 		goto fail;
 	if (vd->irqfd < 0 || vd->nr_ioeventfds == 0) {
-		error_set(err, "virtio-blk registered no irqfd or no queue ioeventfd");
+		error_set(err, "%s registered no irqfd or no queue ioeventfd", device);
 		goto fail;
 	}
 	return vd;

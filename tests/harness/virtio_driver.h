@@ -145,6 +145,9 @@ const struct device_desc *vd_find_device(const char *name);
 /* A VM with guest RAM, buses, an event loop, and a virtio-blk for disk_spec (PATH[,readonly][,serial=ID]
  * [,direct]). NULL with err set on failure. opts may be NULL. */
 struct vd *vd_create(const char *disk_spec, const struct vd_opts *opts, struct error *err);
+/* Any linked-in device, configured by one kvmbox-vmm option: ("virtio-net", "--net", "tap=tap0", ...). */
+struct vd *vd_create_device(const char *device, const char *option, const char *value, const struct vd_opts *opts,
+			    struct error *err);
 void vd_destroy(struct vd *vd);
 
 /* Guest RAM: host pointer (NULL outside RAM), bump allocation (never freed; aborts when RAM is full). */

@@ -217,39 +217,10 @@ static void run_direct(const struct opts *o, bool tx, uint64_t *pkts, uint64_t *
 
 static struct vd *net_vd_create(const char *tap, struct error *err)
 {
-	struct vd *vd = calloc(1, sizeof(*vd));
-	vd->irqfd = -1;
-	for (unsigned q = 0; q < VD_MAX_QUEUES; q++)
-		vd->ioeventfd[q] = -1;
-	struct vm *vm = &vd->vm;
-	log_init(&vm->log, LOG_ERROR);
-	pthread_mutex_init(&vm->exit_lock, NULL);
-	vm->kvm_fd = vm->vm_fd = vm->exit_eventfd = -1;
-	vm->loop.epoll_fd = -1;
-	vm->pio.name = "port";
-	vm->mmio.name = "mmio";
-	config_defaults(&vd->cfg);
-	vd->cfg.nets = calloc(1, sizeof(char *));
 	char spec[64];
 	snprintf(spec, sizeof(spec), "tap=%s", tap);
-	vd->cfg.nets[0] = strdup(spec);
-	vd->cfg.nr_nets = 1;
-	vm->cfg = &vd->cfg;
-	vd->ram_size = 64ull << 20;
-	vd->ram = aligned_alloc(4096, vd->ram_size);
-	memset(vd->ram, 0, vd->ram_size);
-	guest_mem_init_from(&vm->mem, vd->ram, vd->ram_size, vd->ram_size, 1ull << 40);
-	vd->brk = 0x1000;
-	if (event_loop_init(&vm->loop, err))
-		return NULL;
-	vd->desc = vd_find_device("virtio-net");
-	if (!vd->desc) {
-		error_set(err, "virtio-net is not linked in");
-		return NULL;
-	}
-	if (vd->desc->create(vm, &vd->dev_state, err))
-		return NULL;
-	return vd;
+	struct vd_opts o = { .cpus = 1, .ram_bytes = 64ull << 20, .log_level = LOG_ERROR };
+	return vd_create_device("virtio-net", "--net", spec, &o, err);
 }
 
 static void run_device(const struct opts *o, bool tx, uint64_t *pkts, uint64_t *bytes, double *secs, uint64_t *sent)

@@ -73,52 +73,16 @@ static struct {
 
 static struct vd *create(const char *uds, struct error *err)
 {
-	struct vd *v = calloc(1, sizeof(*v));
-	if (!v)
-		return NULL;
-	v->irqfd = -1;
-	for (unsigned q = 0; q < VD_MAX_QUEUES; q++)
-		v->ioeventfd[q] = -1;
-	struct vm *vm = &v->vm;
-	log_init(&vm->log, LOG_ERROR);
-	pthread_mutex_init(&vm->exit_lock, NULL);
-	vm->kvm_fd = vm->vm_fd = vm->exit_eventfd = -1;
-	vm->loop.epoll_fd = -1;
-	vm->pio.name = "port";
-	vm->mmio.name = "mmio";
-	vm->guest_is_linux = true;
-	config_defaults(&v->cfg);
-	v->cfg.cpus = 1;
 	char spec[256];
 	snprintf(spec, sizeof(spec), "cid=%llu,uds=%s", (unsigned long long)cid, uds);
-	v->cfg.vsock = strdup(spec);
-	vm->cfg = &v->cfg;
-	v->ram_size = 64ull << 20;
-	v->ram = aligned_alloc(4096, v->ram_size);
-	if (!v->cfg.vsock || !v->ram) {
-		error_set(err, "out of memory");
-		goto fail;
-	}
-	memset(v->ram, 0, v->ram_size);
-	guest_mem_init_from(&vm->mem, v->ram, v->ram_size, v->ram_size, 1ull << 40);
-	v->brk = 0x1000;
-	if (event_loop_init(&vm->loop, err))
-		goto fail;
-	v->desc = vd_find_device("virtio-vsock");
-	if (!v->desc) {
-		error_set(err, "no device named virtio-vsock is linked in");
-		goto fail;
-	}
-	if (v->desc->create(vm, &v->dev_state, err))
-		goto fail;
-	if (v->irqfd < 0 || v->nr_ioeventfds < 3) {
-		error_set(err, "virtio-vsock registered no irqfd or too few queue ioeventfds");
-		goto fail;
+	struct vd_opts o = { .cpus = 1, .ram_bytes = 64ull << 20, .log_level = LOG_ERROR };
+	struct vd *v = vd_create_device("virtio-vsock", "--vsock", spec, &o, err);
+	if (v && v->nr_ioeventfds < 3) {
+		error_set(err, "virtio-vsock registered too few queue ioeventfds");
+		vd_destroy(v);
+		return NULL;
 	}
 	return v;
-fail:
-	vd_destroy(v);
-	return NULL;
 }
 
 static struct conn *find(uint32_t gport, uint32_t hport)
