@@ -80,22 +80,6 @@ void vm_irq_line(struct vm *vm, unsigned irq, int level)
 		log_warn(&vm->log, "KVM_IRQ_LINE %u=%d failed: %s", irq, level, strerror(errno));
 }
 
-int vm_cmdline_append(struct vm *vm, struct error *err, const char *fmt, ...)
-{
-	char add[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(add, sizeof(add), fmt, ap);
-	va_end(ap);
-	size_t old = vm->cmdline_extra ? strlen(vm->cmdline_extra) : 0;
-	char *s = realloc(vm->cmdline_extra, old + strlen(add) + 2);
-	if (!s)
-		return error_set(err, "out of memory");
-	snprintf(s + old, strlen(add) + 2, "%s%s", old ? " " : "", add);
-	vm->cmdline_extra = s;
-	return 0;
-}
-
 int vm_ioeventfd(struct vm *vm, uint64_t addr, uint32_t len, uint64_t datamatch, int *fd, struct error *err)
 {
 	*fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -12,7 +12,7 @@
 #                                       BENCH_BLK_ARGS passes options (e.g. '--runtime 3 --json')
 # A crash replays with: $(BUILD)/asan/fuzz/replay-virtio_blk FILE...
 HARNESS_SRCS := tests/harness/virtio_driver.c tests/harness/vm_stubs.c
-HARNESS_LIB_SRCS := devices/virtio_blk.c vmm/io_ring.c vmm/virtio_mmio.c vmm/virtq.c vmm/iov.c vmm/guest_mem.c vmm/bus.c \
+HARNESS_LIB_SRCS := devices/virtio_blk.c vmm/cmdline.c vmm/io_ring.c vmm/virtio_mmio.c vmm/virtq.c vmm/iov.c vmm/guest_mem.c vmm/bus.c \
 	vmm/event_loop.c vmm/log.c vmm/config.c
 HARNESS_ALL := $(HARNESS_SRCS) $(HARNESS_LIB_SRCS)
 HARNESS_LDLIBS := -ljansson -luring -lpthread -lm

@@ -28,22 +28,6 @@ int arch_virtio_mmio_slot(struct vm *vm, uint64_t *base, unsigned *irq, struct e
 	return vm_cmdline_append(vm, err, "virtio_mmio.device=4K@0x%llx:%u", (unsigned long long)*base, *irq);
 }
 
-int vm_cmdline_append(struct vm *vm, struct error *err, const char *fmt, ...)
-{
-	char add[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(add, sizeof(add), fmt, ap);
-	va_end(ap);
-	size_t old = vm->cmdline_extra ? strlen(vm->cmdline_extra) : 0;
-	char *s = realloc(vm->cmdline_extra, old + strlen(add) + 2);
-	if (!s)
-		return error_set(err, "out of memory");
-	snprintf(s + old, strlen(add) + 2, "%s%s", old ? " " : "", add);
-	vm->cmdline_extra = s;
-	return 0;
-}
-
 /* KVM would signal the eventfd when the guest writes datamatch at addr; here the driver writes it. */
 int vm_ioeventfd(struct vm *vm, uint64_t addr, uint32_t len, uint64_t datamatch, int *fd, struct error *err)
 {

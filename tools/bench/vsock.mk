@@ -6,7 +6,7 @@
 #   $(BUILD)/bench/vsock-harness  the device model with an in-process driver
 #   make bench-vsock              runs it; BENCH_VSOCK_ARGS passes options, e.g. '--runs 3 --json'
 BENCH_VSOCK_ARGS ?=
-BENCH_VSOCK_LIB_SRCS := devices/virtio_vsock.c devices/vsock_conn.c vmm/io_ring.c vmm/virtio_mmio.c vmm/virtq.c vmm/iov.c vmm/guest_mem.c \
+BENCH_VSOCK_LIB_SRCS := devices/virtio_vsock.c devices/vsock_conn.c vmm/cmdline.c vmm/io_ring.c vmm/virtio_mmio.c vmm/virtq.c vmm/iov.c vmm/guest_mem.c \
 	vmm/bus.c vmm/event_loop.c vmm/log.c vmm/config.c
 
 $(BUILD)/bench/vsock-bench: tools/bench/vsock-bench.c
