@@ -13,6 +13,15 @@ SAN      := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 # The monitor: every .c under these folders; vmm/main.c is the only file with main().
 VMM_SRCS := $(sort $(wildcard vmm/*.c arch/x86/*.c boot/*.c devices/*.c))
 LIB_SRCS := $(filter-out vmm/main.c,$(VMM_SRCS))
+# The guest agent (tools/agent/, static, shipped in the images) and the host library that speaks its
+# protocol (tools/libkvmbox/, include/kvmbox.h); both share the frame codec. Rules in tools/tools.mk.
+AGENT_SRCS := $(sort $(wildcard tools/agent/*.c))
+AGENT_LIB_SRCS := $(filter-out tools/agent/main.c,$(AGENT_SRCS))
+LIBKVMBOX_SRCS := $(sort $(wildcard tools/libkvmbox/*.c))
+# The sandbox daemon (tools/kvmboxd/, docs/api.md); main.c is the only file with main().
+KVMBOXD_SRCS := $(sort $(wildcard tools/kvmboxd/*.c))
+KVMBOXD_LIB_SRCS := $(filter-out tools/kvmboxd/main.c,$(KVMBOXD_SRCS))
+KVMBOXD_LDLIBS := -lmicrohttpd -ljansson -lkeyutils -lpthread
 
 all: $(BUILD)/kvmbox-vmm tools guests
 

@@ -1,10 +1,15 @@
 # Guest images (`make images`), all under $(BUILD)/images:
 #   vmlinux, bzImage     the guest kernel: images/kernel/build.sh (cached under $KVMBOX_CACHE, see there)
-#   initramfs.cpio.gz    busybox (Debian's busybox-static) + images/initramfs/init, written by
-#                        images/initramfs/mkimage.py (newc, root-owned, device nodes, fixed mtimes), gzip -9n
-#   rootfs.ext4          the same userland in a 64 MiB sparse ext4 (images/rootfs/build.sh; no root needed)
+#   initramfs.cpio.gz    busybox (Debian's busybox-static) + the guest agent $(BUILD)/kvmbox-agent as PID 1
+#                        (/init -> /sbin/kvmbox-agent) + the legacy shell init images/initramfs/init as
+#                        /etc/kvmbox/init.sh (the agent execs it for kvmbox_cmd=/kvmbox_shell= boots), written
+#                        by images/initramfs/mkimage.py (newc, device nodes, fixed mtimes), gzip -9n
+#   rootfs.ext4          the same userland (/sbin/init -> kvmbox-agent) in a 256 MiB sparse ext4
+#                        (images/rootfs/build.sh; no root needed)
+# Both are rebuilt when the agent changes (tools/tools.mk builds it, static).
 IMAGES_DIR     := $(BUILD)/images
 IMAGES_BUSYBOX ?= /bin/busybox
+IMAGES_AGENT   ?= $(BUILD)/kvmbox-agent
 IMAGES_KERNEL  := $(IMAGES_DIR)/vmlinux $(IMAGES_DIR)/bzImage
 IMAGES_ALL     := $(IMAGES_KERNEL) $(IMAGES_DIR)/initramfs.cpio.gz $(IMAGES_DIR)/rootfs.ext4
 
@@ -42,17 +47,17 @@ $(IMAGES_KERNEL) &: $(IMAGES_KERNEL_INPUTS) $(IMAGES_DIR)/.kernel-settings
 
 IMAGES_USERLAND_INPUTS := images/initramfs/init images/initramfs/mkimage.py images/images.mk
 
-$(IMAGES_DIR)/initramfs.cpio.gz: $(IMAGES_USERLAND_INPUTS) $(wildcard $(IMAGES_BUSYBOX))
+$(IMAGES_DIR)/initramfs.cpio.gz: $(IMAGES_USERLAND_INPUTS) $(IMAGES_AGENT) $(wildcard $(IMAGES_BUSYBOX))
 	$(call images-need,python3,python3)
 	$(call images-need,gzip,gzip)
 	$(call images-need,$(IMAGES_BUSYBOX),busybox-static)
 	@echo "  CPIO    $@"
 	@mkdir -p $(@D)
-	@python3 images/initramfs/mkimage.py initramfs --busybox $(IMAGES_BUSYBOX) \
+	@python3 images/initramfs/mkimage.py initramfs --busybox $(IMAGES_BUSYBOX) --agent $(IMAGES_AGENT) \
 		--init images/initramfs/init -o $(IMAGES_DIR)/initramfs.cpio
 	@gzip -9n < $(IMAGES_DIR)/initramfs.cpio > $@.tmp && rm -f $(IMAGES_DIR)/initramfs.cpio && mv $@.tmp $@
 
-$(IMAGES_DIR)/rootfs.ext4: $(IMAGES_USERLAND_INPUTS) images/rootfs/build.sh $(wildcard $(IMAGES_BUSYBOX))
+$(IMAGES_DIR)/rootfs.ext4: $(IMAGES_USERLAND_INPUTS) images/rootfs/build.sh $(IMAGES_AGENT) $(wildcard $(IMAGES_BUSYBOX))
 	$(call images-need,python3,python3)
 	$(call images-need,mkfs.ext4,e2fsprogs)
 	$(call images-need,debugfs,e2fsprogs)
@@ -60,7 +65,7 @@ $(IMAGES_DIR)/rootfs.ext4: $(IMAGES_USERLAND_INPUTS) images/rootfs/build.sh $(wi
 	$(call images-need,$(IMAGES_BUSYBOX),busybox-static)
 	@echo "  EXT4    $@"
 	@mkdir -p $(@D)
-	@images/rootfs/build.sh $@ $(IMAGES_BUSYBOX)
+	@images/rootfs/build.sh $@ $(IMAGES_BUSYBOX) $(IMAGES_AGENT)
 
 .PHONY: images FORCE
 FORCE:

@@ -8,8 +8,22 @@ TOOLS_KVMBOX_SRCS := $(sort $(wildcard tools/kvmbox/*.c))
 TOOLS_LDLIBS      := -ljansson -lm
 BENCH_OUT         := $(BUILD)/bench
 BENCH_ARGS        ?=
+BENCH_AGENT_ARGS  ?=
 
-tools: $(BUILD)/kvmbox $(BENCH_OUT)/hello-pvh.elf $(BENCH_OUT)/maxrss
+tools: $(BUILD)/kvmbox $(BUILD)/kvmbox-agent $(BUILD)/libkvmbox.a $(BENCH_OUT)/hello-pvh.elf $(BENCH_OUT)/maxrss \
+	$(BENCH_OUT)/agent-bench
+
+# The guest agent: static (the guest has no libc), with Debian's libjansson.a. It runs on the host too
+# (`kvmbox-agent --listen unix:PATH`), which is how the unit tests and libkvmbox's tests drive it.
+$(BUILD)/kvmbox-agent: $(AGENT_SRCS:%.c=$(BUILD)/obj/%.o)
+	$(CC) $(CFLAGS) -static -o $@ $^ -ljansson
+$(BUILD)/asan/kvmbox-agent: $(AGENT_SRCS:%.c=$(BUILD)/asan/obj/%.o)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ -ljansson
+
+# libkvmbox: the host side of the agent protocol, for embedders, kvmboxd and the CLI (docs/libkvmbox.md).
+$(BUILD)/libkvmbox.a: $(LIBKVMBOX_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tools/agent/frame.o
+	@rm -f $@
+	ar rcs $@ $^
 
 # Compiled by the top-level $(BUILD)/obj/%.o rule (same flags as the monitor).
 $(BUILD)/kvmbox: $(TOOLS_KVMBOX_SRCS:%.c=$(BUILD)/obj/%.o)
@@ -32,9 +46,23 @@ $(BENCH_OUT)/maxrss: tools/bench/maxrss.c
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -D_GNU_SOURCE -O2 $(WARN) -static -o $@ $<
 
+# kvmboxd: the sandbox daemon (docs/api.md), on libkvmbox.
+$(BUILD)/kvmboxd: $(KVMBOXD_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/libkvmbox.a
+	$(CC) $(CFLAGS) -o $@ $^ $(KVMBOXD_LDLIBS)
+$(BUILD)/asan/kvmboxd: $(KVMBOXD_SRCS:%.c=$(BUILD)/asan/obj/%.o) $(LIBKVMBOX_SRCS:%.c=$(BUILD)/asan/obj/%.o) \
+		$(BUILD)/asan/obj/tools/agent/frame.o
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(KVMBOXD_LDLIBS)
+
+# The agent benchmark (tools/bench/agent): its libkvmbox client, run against the guest's agent and a host one.
+$(BENCH_OUT)/agent-bench: $(BUILD)/obj/tools/bench/agent-bench.o $(BUILD)/libkvmbox.a
+	$(CC) $(CFLAGS) -o $@ $^ -ljansson
+bench-agent: $(BUILD)/kvmbox-vmm $(BUILD)/kvmbox-agent $(BUILD)/images/vmlinux $(BUILD)/images/initramfs.cpio.gz \
+		$(BENCH_OUT)/agent-bench
+	python3 tools/bench/agent --build $(BUILD) $(BENCH_AGENT_ARGS)
+
 # The boot benchmark needs the monitor, the Linux images and the trivial guest.
 bench: $(BUILD)/kvmbox-vmm $(BUILD)/images/vmlinux $(BUILD)/images/initramfs.cpio.gz $(BENCH_OUT)/hello-pvh.elf \
 		$(BENCH_OUT)/maxrss
 	python3 tools/bench/boot --build $(BUILD) $(BENCH_ARGS)
 
-.PHONY: tools bench
+.PHONY: tools bench bench-agent

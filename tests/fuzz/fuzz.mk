@@ -2,6 +2,7 @@
 #   fuzz_kernel_image  the --kernel file: parse, load into guest RAM, zero page, PVH start_info, MP table
 #   fuzz_config_json   the --config file: config_apply_json_text
 #   fuzz_virtq         a split virtqueue laid out by a hostile guest (header + guest RAM image)
+#   fuzz_agent_request what a client writes to the guest agent: frames, and the JSON of each request
 # make check-fuzz-corpus  replays tests/fuzz/corpus/<target>/ through each target, built with $(CC) and
 #                         the sanitizers against the ASan objects (no clang needed; part of make check)
 # make fuzz               builds the libFuzzer binaries with $(CLANG) and runs each for FUZZ_SECONDS;
@@ -10,18 +11,20 @@
 # A crash file replays with: $(BUILD)/asan/fuzz/replay-<target> FILE...
 # tests/fuzz/mkcorpus*.py write the committed seeds. Only the files under test are linked: nothing that
 # registers a device in the kvmbox_devices section (clang's ASan would pad those globals).
-FUZZ_TARGETS := kernel_image config_json virtq vsock net_tx
+FUZZ_TARGETS := kernel_image config_json virtq vsock net_tx agent_request
 FUZZ_LIB_kernel_image := boot/elf.c boot/bzimage.c boot/kernel_image.c boot/linux_x86.c boot/pvh.c \
 	vmm/guest_mem.c vmm/log.c arch/x86/mptable.c
 FUZZ_LIB_config_json := vmm/config.c vmm/log.c
 FUZZ_LIB_virtq := vmm/virtq.c vmm/iov.c vmm/guest_mem.c vmm/log.c
 FUZZ_LIB_vsock := devices/vsock_conn.c vmm/iov.c vmm/log.c
 FUZZ_LIB_net_tx := devices/net_hdr.c vmm/virtq.c vmm/iov.c vmm/guest_mem.c vmm/log.c
+FUZZ_LIB_agent_request := tools/agent/frame.c tools/agent/request.c
 FUZZ_MAX_LEN_kernel_image := 65536
 FUZZ_MAX_LEN_config_json := 4096
 FUZZ_MAX_LEN_virtq := 65552
 FUZZ_MAX_LEN_vsock := 16384
 FUZZ_MAX_LEN_net_tx := 4096
+FUZZ_MAX_LEN_agent_request := 65536
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS ?=
 FUZZ_OUT := $(BUILD)/fuzz

@@ -6,7 +6,7 @@ INTEGRATION_DEPS := $(BUILD)/kvmbox-vmm $(BUILD)/asan/kvmbox-vmm guests tools im
 check-integration: $(INTEGRATION_DEPS)
 	KVMBOX_BUILD=$(BUILD) KVMBOX_VMM=$(BUILD)/kvmbox-vmm \
 		python3 -m unittest discover -s tests/integration -p 'test_*.py' -v
-	for t in guests guest_blk linux bad_input blk vsock net; do \
+	for t in guests guest_blk linux bad_input blk vsock net agent agent_boot; do \
 		KVMBOX_BUILD=$(BUILD) KVMBOX_VMM=$(BUILD)/asan/kvmbox-vmm \
 		python3 -m unittest discover -s tests/integration -p "test_$$t.py" -v || exit 1; done
 

@@ -18,6 +18,10 @@ KVMBOX = os.path.join(BUILD, "kvmbox")
 VMLINUX = os.path.join(IMAGES, "vmlinux")
 INITRAMFS = os.path.join(IMAGES, "initramfs.cpio.gz")
 TIMEOUT = 60  # seconds, for each subprocess: nothing hangs the test run
+# A boot that prints "kvmbox-init: reached /init" and "kvmbox-init: nproc=N" and then reboots by itself:
+# kvmbox_cmd makes the agent (PID 1) exec the legacy shell init, which does that. A plain `quiet` boot
+# now stays up, serving the agent protocol.
+QUIET = "quiet kvmbox_cmd=true"
 
 PASS, FAIL, VMM_ERROR, PANIC, TIMED_OUT = 0, 1, 2, 3, 4
 
@@ -60,7 +64,7 @@ class BootTest(unittest.TestCase):
         self.assertRegex(run.err, r"(?m)^boot-test: %s in \d+\.\d{3} s" % verdict, run)
 
     def test_pass_expect(self):
-        run = self.boot_test("--cmdline", "quiet", "--expect", "kvmbox-init: reached /init")
+        run = self.boot_test("--cmdline", QUIET, "--expect", "kvmbox-init: reached /init")
         self.assertVerdict(run, PASS, "pass")
         self.assertIn("kvmbox-init: reached /init", run.out, run)  # the console is echoed
         self.assertRegex(run.err, r"expected output at \d+\.\d{3} s", run)
@@ -72,7 +76,7 @@ class BootTest(unittest.TestCase):
         self.assertRegex(run.err, r"boot marker at \d+\.\d{3} s", run)
 
     def test_fail_expect_not_seen(self):
-        run = self.boot_test("--cmdline", "quiet", "--expect", "no-such-output", "--quiet")
+        run = self.boot_test("--cmdline", QUIET, "--expect", "no-such-output", "--quiet")
         self.assertVerdict(run, FAIL, "fail")
         self.assertIn("no-such-output", run.err, run)
         self.assertIn("monitor exit 0", run.err, run)
@@ -102,7 +106,7 @@ class BootTest(unittest.TestCase):
 
     def test_json(self):
         log = os.path.join(self.tmp.name, "json-console.log")
-        run = self.boot_test("--cmdline", "quiet", "--expect", "reached /init$", "--json", "--log", log)
+        run = self.boot_test("--cmdline", QUIET, "--expect", "reached /init$", "--json", "--log", log)
         self.assertEqual(run.rc, PASS, run)
         obj = json.loads(run.out)  # nothing but the object on stdout
         self.assertEqual(set(obj), {"verdict", "exitCode", "elapsedMs", "expectMatchedMs", "bootMarkerMs",
@@ -116,7 +120,7 @@ class BootTest(unittest.TestCase):
         self.assertIsInstance(obj["exitCode"], int)
 
     def test_json_vmm_error(self):
-        run = self.boot_test("--cmdline", "quiet", "--json", "--extra-vmm-arg", "--memory=oops")
+        run = self.boot_test("--cmdline", QUIET, "--json", "--extra-vmm-arg", "--memory=oops")
         self.assertEqual(run.rc, VMM_ERROR, run)
         obj = json.loads(run.out)
         self.assertEqual(obj["verdict"], "vmm-error", run)
@@ -126,9 +130,9 @@ class BootTest(unittest.TestCase):
 
     def test_multiline_expect(self):
         """A pattern with a newline is matched across lines (the console's CRLF reads as LF)."""
-        run = self.boot_test("--cmdline", "quiet", "--expect", "reached /init\nkvmbox-init: nproc=1$", "--quiet")
+        run = self.boot_test("--cmdline", QUIET, "--expect", "reached /init\nkvmbox-init: nproc=1$", "--quiet")
         self.assertVerdict(run, PASS, "pass")
-        run = self.boot_test("--cmdline", "quiet", "--expect", "reached /init\nno-such-line", "--quiet")
+        run = self.boot_test("--cmdline", QUIET, "--expect", "reached /init\nno-such-line", "--quiet")
         self.assertVerdict(run, FAIL, "fail")
 
     def test_signal_stops_monitor(self):
@@ -190,7 +194,7 @@ class BootTest(unittest.TestCase):
     def test_default_log_in_tmpdir(self):
         env = dict(os.environ, TMPDIR=self.tmp.name)
         argv = [KVMBOX, "boot-test", "--vmm", kvmboxtest.VMM, "--kernel", VMLINUX, "--initrd", INITRAMFS,
-                "--memory", "256", "--cmdline", "quiet", "--quiet"]
+                "--memory", "256", "--cmdline", QUIET, "--quiet"]
         p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
                            timeout=TIMEOUT)
         self.assertEqual(p.returncode, PASS, p.stderr)

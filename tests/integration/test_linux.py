@@ -1,6 +1,8 @@
 """Linux guests: boot $(BUILD)/images/vmlinux with the busybox initramfs (make images) on the monitor.
 
-The initramfs's /init (images/initramfs/init) prints "kvmbox-init: reached /init", writes the boot marker
+Every boot here has kvmbox_cmd= or kvmbox_shell=, so the agent (/init) execs the legacy shell init
+(images/initramfs/init, /etc/kvmbox/init.sh in the image); test_agent_boot.py boots the agent itself.
+The legacy init prints "kvmbox-init: reached /init", writes the boot marker
 (the monitor logs "boot marker"), prints "kvmbox-init: nproc=N", runs the kernel command-line variable
 kvmbox_cmd with sh -c, prints "kvmbox-init: command exited S" and ends the VM with reboot -f (exit 0).
 """
@@ -160,9 +162,16 @@ class RootfsImage(unittest.TestCase):
         dev = self.debugfs("ls -l /dev")
         for mode, name in (("20600", "console"), ("20666", "null"), ("20660", "ttyS0")):
             self.assertRegex(dev, r"\s%s \(3\)\s+0\s+0\s.*\s%s\n" % (mode, name), dev)
-        self.assertIn("kvmbox-init: reached /init", self.debugfs("cat /sbin/init"))
+        # PID 1 is the agent; the legacy shell init is what it execs for kvmbox_cmd/kvmbox_shell boots.
+        self.assertIn("kvmbox-init: reached /init", self.debugfs("cat /etc/kvmbox/init.sh"))
+        self.assertIn('Fast link dest: "/sbin/kvmbox-agent"', self.debugfs("stat /sbin/init"))
+        self.assertRegex(self.debugfs("stat /sbin/kvmbox-agent"), r"Mode:\s+0755")
         self.assertRegex(self.debugfs("stat /bin/busybox"), r"User:\s+0\s+Group:\s+0")
-        self.assertIn("root:x:0:0:", self.debugfs("cat /etc/passwd"))
+        passwd = self.debugfs("cat /etc/passwd")
+        self.assertIn("root:x:0:0:", passwd)
+        self.assertIn("user:x:1000:1000:user:/home/user:/bin/sh", passwd)
+        self.assertIn("user:x:1000:", self.debugfs("cat /etc/group"))
+        self.assertRegex(self.debugfs("stat /home/user"), r"User:\s+1000\s+Group:\s+1000")
 
 
 if __name__ == "__main__":
