@@ -53,8 +53,27 @@ include tests/integration/integration.mk
 check: all check-unit check-harness check-fuzz-corpus check-fuzz-virtio-blk-corpus check-integration
 	@echo "make check: all tests passed"
 
+# make install: the programs, the library, the daemon's unit and the images, where kvmboxd looks by default.
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+IMAGEDIR ?= /var/lib/kvmbox/images
+install: all $(BUILD)/libkvmbox.a $(BUILD)/images/vmlinux $(BUILD)/images/rootfs.ext4
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(IMAGEDIR)/default
+	install -m 755 $(BUILD)/kvmbox-vmm $(BUILD)/kvmbox $(BUILD)/kvmboxd $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 tools/net/kvmbox-net $(DESTDIR)$(PREFIX)/sbin/
+	install -m 644 $(BUILD)/libkvmbox.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/kvmbox.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(BUILD)/images/vmlinux $(DESTDIR)$(IMAGEDIR)/default/vmlinux.tmp
+	mv $(DESTDIR)$(IMAGEDIR)/default/vmlinux.tmp $(DESTDIR)$(IMAGEDIR)/default/vmlinux
+	cp --sparse=always $(BUILD)/images/rootfs.ext4 $(DESTDIR)$(IMAGEDIR)/default/rootfs.ext4.tmp
+	mv $(DESTDIR)$(IMAGEDIR)/default/rootfs.ext4.tmp $(DESTDIR)$(IMAGEDIR)/default/rootfs.ext4
+	if [ -d $(DESTDIR)/etc/systemd/system ]; then \
+		sed 's|/usr/local|$(PREFIX)|g' tools/kvmboxd.service > $(DESTDIR)/etc/systemd/system/kvmboxd.service; fi
+	@echo "install: programs in $(PREFIX)/bin, image 'default' in $(IMAGEDIR)"
+
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all check clean
+.PHONY: all check clean install
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,16 +1,20 @@
 # Tools (included by the top-level Makefile: BUILD, CC, CFLAGS, WARN, CPPFLAGS):
-#   $(BUILD)/kvmbox               the kvmbox CLI: `kvmbox boot-test` (tools/kvmbox/, docs/boot-test.md)
+#   $(BUILD)/kvmbox               the kvmbox CLI over kvmboxd (tools/kvmbox/, docs/cli.md) and `kvmbox boot-test`
+#                                 (docs/boot-test.md)
+#   $(BUILD)/kvmboxd              the sandbox daemon (tools/kvmboxd/, docs/api.md)
+#   $(BUILD)/kvmbox-agent         the guest agent, static (tools/agent/, docs/agent-protocol.md)
+#   $(BUILD)/libkvmbox.a          the agent protocol's host library (tools/libkvmbox/, docs/libkvmbox.md)
 #   $(BUILD)/bench/hello-pvh.elf  the benchmark's trivial PVH guest (tools/bench/hello-pvh.S)
 #   $(BUILD)/bench/maxrss         runs a command and reports its peak RSS (tools/bench/maxrss.c)
 # `make bench` runs tools/bench/boot (kvmbox-vmm against QEMU microvm); BENCH_ARGS passes options to it,
 # e.g. `make bench BENCH_ARGS='--runs 20 --json'`.
 TOOLS_KVMBOX_SRCS := $(sort $(wildcard tools/kvmbox/*.c))
-TOOLS_LDLIBS      := -ljansson -lm
+TOOLS_LDLIBS      := -ljansson -lcurl -lpthread -lm
 BENCH_OUT         := $(BUILD)/bench
 BENCH_ARGS        ?=
 BENCH_AGENT_ARGS  ?=
 
-tools: $(BUILD)/kvmbox $(BUILD)/kvmbox-agent $(BUILD)/libkvmbox.a $(BENCH_OUT)/hello-pvh.elf $(BENCH_OUT)/maxrss \
+tools: $(BUILD)/kvmbox $(BUILD)/kvmboxd $(BUILD)/kvmbox-agent $(BUILD)/libkvmbox.a $(BENCH_OUT)/hello-pvh.elf $(BENCH_OUT)/maxrss \
 	$(BENCH_OUT)/agent-bench
 
 # The guest agent: static (the guest has no libc), with Debian's libjansson.a. It runs on the host too
@@ -60,9 +64,14 @@ bench-agent: $(BUILD)/kvmbox-vmm $(BUILD)/kvmbox-agent $(BUILD)/images/vmlinux $
 		$(BENCH_OUT)/agent-bench
 	python3 tools/bench/agent --build $(BUILD) $(BENCH_AGENT_ARGS)
 
+# The sandbox benchmark (tools/bench/sandbox): kvmboxd through its API.
+BENCH_SANDBOX_ARGS ?=
+bench-sandbox: $(BUILD)/kvmboxd $(BUILD)/kvmbox-vmm $(BUILD)/images/vmlinux $(BUILD)/images/rootfs.ext4
+	python3 tools/bench/sandbox --build $(BUILD) $(BENCH_SANDBOX_ARGS)
+
 # The boot benchmark needs the monitor, the Linux images and the trivial guest.
 bench: $(BUILD)/kvmbox-vmm $(BUILD)/images/vmlinux $(BUILD)/images/initramfs.cpio.gz $(BENCH_OUT)/hello-pvh.elf \
 		$(BENCH_OUT)/maxrss
 	python3 tools/bench/boot --build $(BUILD) $(BENCH_ARGS)
 
-.PHONY: tools bench bench-agent
+.PHONY: tools bench bench-agent bench-sandbox

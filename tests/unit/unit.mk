@@ -8,8 +8,8 @@
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNIT_LIB_SRCS := boot/elf.c boot/bzimage.c boot/kernel_image.c boot/linux_x86.c boot/pvh.c \
 	vmm/guest_mem.c vmm/log.c vmm/config.c vmm/bus.c vmm/virtq.c vmm/iov.c arch/x86/mptable.c devices/vsock_conn.c devices/net_hdr.c \
-	$(AGENT_LIB_SRCS) $(LIBKVMBOX_SRCS)
-UNIT_LDLIBS := -lcriterion -ljansson -lpthread -lm
+	$(AGENT_LIB_SRCS) $(LIBKVMBOX_SRCS) $(KVMBOXD_LIB_SRCS)
+UNIT_LDLIBS := -lcriterion -ljansson -lpthread -lm -lmicrohttpd -lkeyutils
 UNIT_KNOWN_BUGS ?= 0
 UNIT_JOBS ?= 2
 UNIT_RUN_FLAGS ?= --jobs $(UNIT_JOBS) --short-filename
