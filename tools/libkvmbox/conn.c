@@ -20,7 +20,7 @@
 #define CONNECT_LINE_MAX 64       /* "OK <port>\n" is short; the monitor's own bound is 64 */
 #define CONNECT_ONCE_MS 1000      /* timeout_ms 0: one attempt, its handshake bounded by this */
 #define RETRY_MIN_MS 10
-#define RETRY_MAX_MS 200
+#define RETRY_MAX_MS 20 /* short: the caller that waits for a booting guest wants it as soon as it listens */
 
 int64_t kb_now_ms(void)
 {
