@@ -25,7 +25,8 @@ $(BUILD)/asan/kvmbox-agent: $(AGENT_SRCS:%.c=$(BUILD)/asan/obj/%.o)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ -ljansson
 
 # libkvmbox: the host side of the agent protocol, for embedders, kvmboxd and the CLI (docs/libkvmbox.md).
-$(BUILD)/libkvmbox.a: $(LIBKVMBOX_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tools/agent/frame.o
+$(BUILD)/libkvmbox.a: $(LIBKVMBOX_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tools/agent/frame.o \
+		$(BUILD)/obj/tools/agent/utf8.o
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -54,7 +55,7 @@ $(BENCH_OUT)/maxrss: tools/bench/maxrss.c
 $(BUILD)/kvmboxd: $(KVMBOXD_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/libkvmbox.a
 	$(CC) $(CFLAGS) -o $@ $^ $(KVMBOXD_LDLIBS)
 $(BUILD)/asan/kvmboxd: $(KVMBOXD_SRCS:%.c=$(BUILD)/asan/obj/%.o) $(LIBKVMBOX_SRCS:%.c=$(BUILD)/asan/obj/%.o) \
-		$(BUILD)/asan/obj/tools/agent/frame.o
+		$(BUILD)/asan/obj/tools/agent/frame.o $(BUILD)/asan/obj/tools/agent/utf8.o
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(KVMBOXD_LDLIBS)
 
 # The agent benchmark (tools/bench/agent): its libkvmbox client, run against the guest's agent and a host one.

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "tools/agent/fs.h"
+#include "tools/agent/utf8.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -37,61 +38,10 @@ static int oom(struct agent_error *err)
 
 /* ---- JSON values ---- */
 
-/* Length of the valid UTF-8 sequence at p (n bytes left), 0 when invalid: overlong forms, surrogates and
- * code points over U+10FFFF are invalid, as jansson has them. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned c = p[0], cp, min;
-	size_t len;
-	if (c < 0x80)
-		return 1;
-	if ((c & 0xe0) == 0xc0)
-		len = 2, cp = c & 0x1f, min = 0x80;
-	else if ((c & 0xf0) == 0xe0)
-		len = 3, cp = c & 0x0f, min = 0x800;
-	else if ((c & 0xf8) == 0xf0)
-		len = 4, cp = c & 0x07, min = 0x10000;
-	else
-		return 0;
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 /* A JSON string of a name or path from the file system: Linux allows any bytes, JSON only UTF-8. */
 static json_t *fs_string(const char *s)
 {
-	json_t *j = json_string(s);
-	if (j)
-		return j;
-	size_t n = strlen(s);
-	char *buf = malloc(3 * n + 1); /* each bad byte becomes 3 */
-	if (!buf)
-		return NULL;
-	const unsigned char *p = (const unsigned char *)s;
-	size_t o = 0;
-	for (size_t i = 0; i < n;) {
-		size_t l = utf8_len(p + i, n - i);
-		if (l) {
-			memcpy(buf + o, p + i, l);
-			o += l;
-			i += l;
-		} else {
-			memcpy(buf + o, "\xef\xbf\xbd", 3);
-			o += 3;
-			i++;
-		}
-	}
-	j = json_stringn(buf, o);
-	free(buf);
-	return j;
+	return json_string_lossy(s, strlen(s));
 }
 
 /* An upper bound of the bytes s takes in a dumped JSON string, quotes included, whatever the flags:

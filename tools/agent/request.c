@@ -1,6 +1,7 @@
 /* Request parsing (request.h): one table of fields, one table of ops saying which fields each takes and
  * which it needs. Unknown ops and fields, wrong types and out-of-range values are BAD_REQUEST. */
 #include "tools/agent/request.h"
+#include "tools/agent/utf8.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -144,64 +145,11 @@ int agent_error_errno(struct agent_error *e, int errnum, const char *syscall, co
 	return -1;
 }
 
-/* Length of the valid UTF-8 sequence at p (n bytes left), 0 when invalid (overlong, surrogate, over
- * U+10FFFF), as jansson checks it. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned c = p[0], cp, min;
-	size_t len;
-	if (c < 0x80)
-		return 1;
-	if ((c & 0xe0) == 0xc0)
-		len = 2, cp = c & 0x1f, min = 0x80;
-	else if ((c & 0xf0) == 0xe0)
-		len = 3, cp = c & 0x0f, min = 0x800;
-	else if ((c & 0xf8) == 0xf0)
-		len = 4, cp = c & 0x07, min = 0x10000;
-	else
-		return 0;
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : len;
-}
-
-/* A JSON string of bytes that may not be UTF-8: jansson's error text quotes the request's raw bytes, a
- * message cut at its size may split a character, paths come from the file system. Bad bytes become
- * U+FFFD. */
-static json_t *string_lossy(const char *s, size_t n)
-{
-	json_t *j = json_stringn(s, n);
-	if (j)
-		return j;
-	char *buf = malloc(3 * n + 1);
-	if (!buf)
-		return NULL;
-	size_t o = 0;
-	for (size_t i = 0; i < n;) {
-		size_t l = utf8_len((const unsigned char *)s + i, n - i);
-		if (l) {
-			memcpy(buf + o, s + i, l);
-			o += l;
-			i += l;
-		} else {
-			memcpy(buf + o, "\xef\xbf\xbd", 3);
-			o += 3;
-			i++;
-		}
-	}
-	j = json_stringn(buf, o);
-	free(buf);
-	return j;
-}
-
+/* Message text can quote a client's raw bytes (jansson's error text), be cut inside a character at its
+ * size, or carry a path from the file system: bad bytes become U+FFFD. */
 static int set_lossy(json_t *j, const char *key, const char *s, size_t size)
 {
-	json_t *v = string_lossy(s, strnlen(s, size));
+	json_t *v = json_string_lossy(s, strnlen(s, size));
 	return v ? json_object_set_new(j, key, v) : -1;
 }
 

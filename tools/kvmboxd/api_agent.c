@@ -3,6 +3,7 @@
  * protocol. Streams (logs, downloads, uploads) run the blocking libkvmbox call on a thread of their own,
  * joined to libmicrohttpd through a pipe. */
 #include "tools/kvmboxd/http.h"
+#include "tools/agent/utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -149,36 +150,7 @@ static enum MHD_Result signal_command(struct http_req *r)
 /* Text for JSON: each byte that is not part of valid UTF-8 becomes U+FFFD. */
 static json_t *json_text_lossy(const uint8_t *p, size_t n)
 {
-	char *out = malloc(n * 3 + 1);
-	size_t o = 0;
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n;) {
-		uint8_t c = p[i];
-		size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-		bool ok = len > 0 && i + len <= n;
-		uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-		for (size_t k = 1; ok && k < len; k++) {
-			ok = (p[i + k] & 0xc0) == 0x80;
-			cp = cp << 6 | (p[i + k] & 0x3f);
-		}
-		/* no overlong forms, surrogates or code points past U+10FFFF */
-		if (ok && ((len == 2 && cp < 0x80) || (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-			   (len == 4 && (cp < 0x10000 || cp > 0x10ffff))))
-			ok = false;
-		if (ok) {
-			memcpy(out + o, p + i, len);
-			o += len;
-			i += len;
-		} else {
-			memcpy(out + o, "\xef\xbf\xbd", 3);
-			o += 3;
-			i++;
-		}
-	}
-	json_t *j = json_stringn(out, o);
-	free(out);
-	return j;
+	return json_string_lossy((const char *)p, n);
 }
 
 static json_t *json_base64(const uint8_t *p, size_t n)
