@@ -12,87 +12,34 @@ Linux reported. Bad frames close only their own connection. `shutdown` ends the 
 import hashlib
 import os
 import random
-import subprocess
+import re
 import tempfile
-import threading
 import time
 import unittest
 
 from agentclient import DATA, REQUEST, Agent, AgentError, encode
-from kvmboxtest import EXIT_OK, IMAGES, VMM, need
+from kvmboxtest import EXIT_OK, IMAGES, VMM, VmmProcess, need
 
 KERNEL = os.path.join(IMAGES, "vmlinux")
 INITRD = os.path.join(IMAGES, "initramfs.cpio.gz")
-READY = b"kvmbox-agent: ready on vsock port 1024"
+READY = "kvmbox-agent: ready on vsock port 1024"
 MIB = 1 << 20
 
 
-class AgentVm:
-    """The monitor running Linux with the agent as PID 1; console and log collected by a thread each."""
+class AgentVm(VmmProcess):
+    """The monitor running Linux with the agent as PID 1."""
 
     def __init__(self, tmp, vmm=VMM, extra_cmdline="", cpus=1):
         self.uds = os.path.join(tmp, "v.sock")
-        args = [vmm, "--kernel", need(KERNEL), "--initrd", need(INITRD), "--memory", "256", "--cpus", str(cpus),
-                "--timeout", "300", "--vsock", "cid=3,uds=%s" % self.uds,
-                "--cmdline", ("quiet kvmbox.hostname=agent-test " + extra_cmdline).strip()]
-        self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.out, self.err = b"", b""
-        self.cond = threading.Condition()
-        self.threads = [threading.Thread(target=self._read, args=(self.p.stdout, "out"), daemon=True),
-                        threading.Thread(target=self._read, args=(self.p.stderr, "err"), daemon=True)]
-        for t in self.threads:
-            t.start()
-
-    def _read(self, f, name):
-        while True:
-            chunk = os.read(f.fileno(), 65536)
-            with self.cond:
-                if chunk:
-                    setattr(self, name, getattr(self, name) + chunk)
-                self.cond.notify_all()
-                if not chunk:
-                    return
-
-    def report(self):
-        with self.cond:
-            return "--- console ---\n%s\n--- log ---\n%s" % (self.out.decode(errors="replace")[-6000:],
-                                                             self.err.decode(errors="replace")[-4000:])
+        super().__init__([vmm, "--kernel", need(KERNEL), "--initrd", need(INITRD), "--memory", "256", "--cpus",
+                          str(cpus), "--timeout", "300", "--vsock", "cid=3,uds=%s" % self.uds, "--cmdline",
+                          ("quiet kvmbox.hostname=agent-test " + extra_cmdline).strip()])
 
     def wait_ready(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while READY not in self.out:
-                if time.monotonic() > deadline or self.p.poll() is not None:
-                    raise AssertionError("the agent did not report ready\n" + self.report_locked())
-                self.cond.wait(0.2)
-
-    def report_locked(self):
-        return "--- console ---\n%s\n--- log ---\n%s" % (self.out.decode(errors="replace")[-6000:],
-                                                         self.err.decode(errors="replace")[-4000:])
+        self.wait_for(re.escape(READY), timeout=timeout)
 
     def connect(self):
         return Agent.connect_vsock(self.uds, timeout=30)
-
-    def finish(self, timeout=30):
-        try:
-            rc = self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            raise AssertionError("the monitor did not exit\n" + self.report())
-        for t in self.threads:
-            t.join(5)
-        self.p.stdout.close()
-        self.p.stderr.close()
-        log = self.err.decode(errors="replace")
-        if "AddressSanitizer" in log or "runtime error:" in log or "LeakSanitizer" in log:
-            raise AssertionError("sanitizer report\n" + self.report())
-        return rc
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-        self.finish()
 
 
 class AgentTest(unittest.TestCase):

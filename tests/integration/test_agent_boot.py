@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
 
@@ -31,8 +30,8 @@ ENV_SBIN = dict(os.environ, PATH=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
 
 
-class Vm:
-    """One monitor; console (stdout) and log (stderr) collected by threads, wait_for() waits for console text."""
+class Vm(kvmboxtest.VmmProcess):
+    """The monitor booting the agent image, its vsock socket in tmp."""
 
     def __init__(self, tmp, cmdline, extra=(), netns=None):
         self.uds = os.path.join(tmp, "v.sock")
@@ -40,67 +39,7 @@ class Vm:
                 "--vsock", "cid=3,uds=%s" % self.uds, "--cmdline", cmdline] + list(extra)
         if netns:
             args = ["ip", "netns", "exec", netns] + args
-        self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.out, self.err = b"", b""
-        self.cond = threading.Condition()
-        self.threads = [threading.Thread(target=self._read, args=(self.p.stdout, "out"), daemon=True),
-                        threading.Thread(target=self._read, args=(self.p.stderr, "err"), daemon=True)]
-        for t in self.threads:
-            t.start()
-
-    def _read(self, f, name):
-        while True:
-            chunk = os.read(f.fileno(), 65536)
-            with self.cond:
-                if chunk:
-                    setattr(self, name, getattr(self, name) + chunk)
-                self.cond.notify_all()
-                if not chunk:
-                    return
-
-    def console(self):
-        with self.cond:
-            return self.out.decode(errors="replace")
-
-    def log(self):
-        with self.cond:
-            return self.err.decode(errors="replace")
-
-    def report(self):
-        return "--- console ---\n%s\n--- log ---\n%s" % (self.console()[-6000:], self.log()[-4000:])
-
-    def wait_for(self, pattern, stream="out", timeout=30):
-        """Wait for a regular expression on the console (or the log); returns the match."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                m = re.search(pattern, getattr(self, stream).decode(errors="replace"), re.M)
-                if m:
-                    return m
-                left = deadline - time.monotonic()
-                if left <= 0 or not any(t.is_alive() for t in self.threads):
-                    break
-                self.cond.wait(min(left, 0.2))
-        raise AssertionError("no %r in the %s\n%s" % (pattern, "console" if stream == "out" else "log",
-                                                       self.report()))
-
-    def wait_exit(self, timeout=20):
-        try:
-            rc = self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("the monitor did not exit within %d s\n%s" % (timeout, self.report()))
-        for t in self.threads:
-            t.join(5)
-        return rc
-
-    def close(self):
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
-        for t in self.threads:
-            t.join(5)
-        self.p.stdout.close()
-        self.p.stderr.close()
+        super().__init__(args)
 
 
 class AgentBootTestCase(kvmboxtest.VmmTestCase):

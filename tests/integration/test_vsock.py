@@ -7,6 +7,7 @@ The guest end is tests/guests/vsock-echo/vsock-echo.c, built static and appended
 initramfs as a second cpio archive, under $KVMBOX_BUILD/vsock-test/ (rebuilt when its inputs change). Throughput and latency figures
 go to stderr."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,7 +19,7 @@ import threading
 import time
 import unittest
 
-from kvmboxtest import BUILD, EXIT_BAD_INPUT, EXIT_OK, IMAGES, ROOT, VMM, VmmTestCase, need, run_vmm
+from kvmboxtest import BUILD, EXIT_BAD_INPUT, EXIT_OK, IMAGES, ROOT, VMM, VmmProcess, VmmTestCase, need, run_vmm
 
 KERNEL = os.path.join(IMAGES, "vmlinux")
 BASE_INITRD = os.path.join(IMAGES, "initramfs.cpio.gz")
@@ -73,91 +74,18 @@ def build_initrd():
     os.replace(INITRD + ".tmp", INITRD)
 
 
-class GuestVm:
-    """One monitor running Linux with the vsock device; the guest runs `cmd`. Console and log are
-    collected by threads; wait_for() waits for console text."""
+class GuestVm(VmmProcess):
+    """One monitor running Linux with the vsock device; the guest runs `cmd`. wait_for() waits for console
+    text."""
 
     def __init__(self, tmp, cmd, timeout=20, cid=3):
         self.uds = os.path.join(tmp, "v.sock")
-        self.args = [VMM, "--kernel", KERNEL, "--initrd", INITRD, "--memory", "256", "--timeout", str(timeout),
-                     "--vsock", "cid=%d,uds=%s" % (cid, self.uds), "--cmdline", 'quiet kvmbox_cmd="%s"' % cmd]
-        self.p = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
-        self.out, self.err = b"", b""
-        self.cond = threading.Condition()
-        self.threads = [threading.Thread(target=self._read, args=(self.p.stdout, "out"), daemon=True),
-                        threading.Thread(target=self._read, args=(self.p.stderr, "err"), daemon=True)]
-        for t in self.threads:
-            t.start()
-
-    def _read(self, f, name):
-        while True:
-            chunk = os.read(f.fileno(), 65536)
-            with self.cond:
-                if not chunk:
-                    self.cond.notify_all()
-                    return
-                setattr(self, name, getattr(self, name) + chunk)
-                self.cond.notify_all()
-
-    def console(self):
-        with self.cond:
-            return self.out.decode(errors="replace")
-
-    def report(self):
-        with self.cond:
-            return "--- console ---\n%s\n--- log ---\n%s" % (self.out.decode(errors="replace")[-6000:],
-                                                             self.err.decode(errors="replace")[-4000:])
+        args = [VMM, "--kernel", KERNEL, "--initrd", INITRD, "--memory", "256", "--timeout", str(timeout),
+                "--vsock", "cid=%d,uds=%s" % (cid, self.uds), "--cmdline", 'quiet kvmbox_cmd="%s"' % cmd]
+        super().__init__(args)
 
     def wait_for(self, text, timeout=15):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while text.encode() not in self.out:
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.p.poll() is not None and not any(t.is_alive() for t in self.threads)):
-                    raise AssertionError("no %r on the console\n%s" % (text, self.report_locked()))
-                self.cond.wait(min(left, 0.2))
-
-    def report_locked(self):
-        return "--- console ---\n%s\n--- log ---\n%s" % (self.out.decode(errors="replace")[-6000:],
-                                                         self.err.decode(errors="replace")[-4000:])
-
-    def rss_kib(self):
-        with open("/proc/%d/status" % self.p.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise AssertionError("no VmRSS")
-
-    def finish(self, timeout=25):
-        try:
-            rc = self.p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-            raise AssertionError("the monitor did not exit\n%s" % self.report())
-        for t in self.threads:
-            t.join(5)
-        self.p.stdout.close()
-        self.p.stderr.close()
-        log = self.err.decode(errors="replace")
-        if "AddressSanitizer" in log or "runtime error:" in log or "LeakSanitizer" in log:
-            raise AssertionError("sanitizer report\n%s" % self.report())
-        return rc
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        return self.finish()
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
-        for t in self.threads:
-            t.join(5)
-        self.p.stdout.close()
-        self.p.stderr.close()
+        return super().wait_for(re.escape(text), timeout=timeout)
 
 
 def read_line(s, limit=64):
