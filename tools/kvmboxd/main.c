@@ -50,20 +50,6 @@ static char *beside_self(const char *rel)
 	return access(path, X_OK) == 0 ? realpath(path, NULL) : NULL;
 }
 
-static int mkdirs(const char *dir, mode_t mode)
-{
-	char buf[PATH_MAX];
-	snprintf(buf, sizeof(buf), "%s", dir);
-	for (char *p = buf + 1; *p; p++)
-		if (*p == '/') {
-			*p = 0;
-			if (mkdir(buf, 0755) && errno != EEXIST)
-				return -1;
-			*p = '/';
-		}
-	return mkdir(buf, mode) && errno != EEXIST ? -1 : 0;
-}
-
 static int open_socket(const char *path, const char *owner)
 {
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -75,7 +61,7 @@ static int open_socket(const char *path, const char *owner)
 	strcpy(a.sun_path, path);
 	char dir[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s", path);
-	if (mkdirs(dirname(dir), 0755)) {
+	if (mkdir_p(dirname(dir), 0755)) {
 		fprintf(stderr, "kvmboxd: cannot create the folder of %s: %s\n", path, strerror(errno));
 		return -1;
 	}
@@ -193,7 +179,7 @@ int main(int argc, char **argv)
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	cfg.host_cpus = cpus > 0 ? (int)cpus : 1;
 	cfg.host_mem_mb = (int64_t)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / (1 << 20);
-	if (mkdirs(cfg.state_dir, 0700) || mkdirs(cfg.run_dir, 0755)) {
+	if (mkdir_p(cfg.state_dir, 0700) || mkdir_p(cfg.run_dir, 0755)) {
 		fprintf(stderr, "kvmboxd: cannot create %s or %s: %s\n", cfg.state_dir, cfg.run_dir, strerror(errno));
 		return 1;
 	}

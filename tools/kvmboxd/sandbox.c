@@ -1028,7 +1028,7 @@ json_t *registry_counts(struct registry *r)
 
 /* ---- Opening: load sandbox.json files, re-adopt live VMMs ---- */
 
-static int mkdir_p(const char *path, mode_t mode)
+int mkdir_p(const char *path, mode_t mode)
 {
 	char tmp[PATH_MAX];
 	snprintf(tmp, sizeof(tmp), "%s", path);

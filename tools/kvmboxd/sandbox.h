@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* An error for the API: HTTP status, code and message (docs/api.md, "Errors"). */
 struct api_error {
@@ -94,6 +95,9 @@ int sandbox_remove(struct registry *r, struct sandbox *s, bool force, struct api
 /* The running sandbox's agent socket (the monitor's --vsock uds path; connect with port 1024), else
  * 409 NOT_RUNNING. */
 int sandbox_agent_path(struct sandbox *s, char *buf, size_t len, struct api_error *e);
+/* mkdir -p: the missing parents 0755, path itself with mode; 0, or -1 with errno. */
+int mkdir_p(const char *path, mode_t mode);
+
 /* Counts for GET /v1/health: a JSON object {status name: count}. */
 json_t *registry_counts(struct registry *r);
 
