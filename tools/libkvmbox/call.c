@@ -9,19 +9,7 @@ int kb_call_json(struct kvmbox_agent *a, uint32_t id, json_t *req, json_t **resu
 {
 	int ret = kb_send(a, FRAME_REQUEST, 0, id, req, NULL, 0, err);
 	json_decref(req);
-	if (ret)
-		return -1;
-	for (;;) {
-		struct kb_frame f;
-		if (kb_recv(a, id, &f, err))
-			return -1;
-		if (f.type == FRAME_RESPONSE) {
-			ret = kb_response(a, f.json, result, err);
-			json_decref(f.json);
-			return ret;
-		}
-		json_decref(f.json);
-	}
+	return ret ? -1 : kb_await(a, id, NULL, NULL, result, err);
 }
 
 ssize_t kb_mem_read(void *ctx, void *buf, size_t cap, bool *eof, struct kvmbox_error *err)

@@ -44,45 +44,51 @@ static int parse_chunk(struct kvmbox_agent *a, const struct kb_frame *f, struct 
 	return 0;
 }
 
+struct output_sink {
+	struct kvmbox_agent *a;
+	kvmbox_output_fn fn;
+	void *ctx;
+	struct kvmbox_command *cmd;
+};
+
+/* One frame of a run or attach before its response: the started event, or output for fn. */
+static int output_frame(void *ctx, const struct kb_frame *f, struct kvmbox_error *err)
+{
+	struct output_sink *o = ctx;
+	struct kvmbox_command *cmd = o->cmd;
+	if (f->type == FRAME_EVENT) {
+		const char *ev = json_string_value(json_object_get(f->json, "event"));
+		if (ev && !strcmp(ev, "started")) { /* so that a caller who stops early can attach again */
+			kb_get_str(f->json, "id", cmd->id, sizeof(cmd->id));
+			cmd->pid = (int)kb_get_int(f->json, "pid", 0);
+			snprintf(cmd->status, sizeof(cmd->status), "running");
+		}
+		return 0;
+	}
+	if (f->type != FRAME_DATA)
+		return 0;
+	struct kvmbox_chunk ch;
+	if (parse_chunk(o->a, f, &ch, err))
+		return -1;
+	int stop = o->fn ? o->fn(o->ctx, &ch) : 0;
+	if (stop)
+		return kb_err(err, "CALLBACK", stop, "the output callback stopped %s%s%s at byte offset "
+			      "%llu (the command keeps running: kvmbox_attach can resume from there)",
+			      o->a->op, cmd->id[0] ? " of " : "", cmd->id, (unsigned long long)(ch.byte_offset + ch.len));
+	return 0;
+}
+
 /* Frames of a run or attach until its response: the started event, output to fn, then the command. */
 static int stream_output(struct kvmbox_agent *a, uint32_t id, kvmbox_output_fn fn, void *ctx,
 			 struct kvmbox_command *cmd, struct kvmbox_error *err)
 {
-	for (;;) {
-		struct kb_frame f;
-		int ret = 0;
-		if (kb_recv(a, id, &f, err))
-			return -1;
-		if (f.type == FRAME_RESPONSE) {
-			json_t *res = NULL;
-			ret = kb_response(a, f.json, &res, err);
-			if (!ret)
-				ret = parse_command(a, res, cmd, err);
-			json_decref(res);
-			json_decref(f.json);
-			return ret;
-		}
-		if (f.type == FRAME_EVENT) {
-			const char *ev = json_string_value(json_object_get(f.json, "event"));
-			if (ev && !strcmp(ev, "started")) { /* so that a caller who stops early can attach again */
-				kb_get_str(f.json, "id", cmd->id, sizeof(cmd->id));
-				cmd->pid = (int)kb_get_int(f.json, "pid", 0);
-				snprintf(cmd->status, sizeof(cmd->status), "running");
-			}
-		} else if (f.type == FRAME_DATA) {
-			struct kvmbox_chunk ch;
-			ret = parse_chunk(a, &f, &ch, err);
-			int stop = 0;
-			if (!ret && fn && (stop = fn(ctx, &ch)) != 0)
-				ret = kb_err(err, "CALLBACK", stop, "the output callback stopped %s%s%s at byte offset "
-					     "%llu (the command keeps running: kvmbox_attach can resume from there)",
-					     a->op, cmd->id[0] ? " of " : "", cmd->id,
-					     (unsigned long long)(ch.byte_offset + ch.len));
-		}
-		json_decref(f.json);
-		if (ret)
-			return -1;
-	}
+	struct output_sink sink = {a, fn, ctx, cmd};
+	json_t *res = NULL;
+	int ret = kb_await(a, id, output_frame, &sink, &res, err);
+	if (!ret)
+		ret = parse_command(a, res, cmd, err);
+	json_decref(res);
+	return ret;
 }
 
 static int bad_string(const char *what, struct kvmbox_error *err)

@@ -402,17 +402,7 @@ int kb_upload(struct kvmbox_agent *a, uint32_t id, json_t *req, kb_source_fn src
 				break;
 		}
 	}
-	for (;;) {
-		struct kb_frame f;
-		if (kb_recv(a, id, &f, err))
-			goto out;
-		if (f.type == FRAME_RESPONSE) {
-			ret = kb_response(a, f.json, result, err);
-			json_decref(f.json);
-			break;
-		}
-		json_decref(f.json);
-	}
+	ret = kb_await(a, id, NULL, NULL, result, err);
 out:
 	free(buf);
 	json_decref(req);
@@ -625,4 +615,20 @@ void kvmbox_agent_set_timeout(kvmbox_agent *a, int timeout_ms)
 {
 	if (a)
 		a->io_timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
+}
+
+int kb_await(struct kvmbox_agent *a, uint32_t id, kb_frame_fn on_frame, void *ctx, json_t **result,
+	     struct kvmbox_error *err)
+{
+	for (;;) {
+		struct kb_frame f;
+		if (kb_recv(a, id, &f, err))
+			return -1;
+		int ret = f.type == FRAME_RESPONSE ? kb_response(a, f.json, result, err)
+			  : on_frame && on_frame(ctx, &f, err) ? -1 : 0;
+		bool done = f.type == FRAME_RESPONSE || ret;
+		json_decref(f.json);
+		if (done)
+			return ret;
+	}
 }

@@ -10,6 +10,22 @@
 #include <string.h>
 #include <unistd.h>
 
+struct read_sink {
+	kvmbox_data_fn fn;
+	void *ctx;
+	const char *path;
+};
+
+static int read_chunk(void *ctx, const struct kb_frame *f, struct kvmbox_error *err)
+{
+	struct read_sink *r = ctx;
+	int stop;
+	if (f->type == FRAME_DATA && f->len && r->fn && (stop = r->fn(r->ctx, f->data, f->len)) != 0)
+		/* The rest of the file still comes: the handle's next request skips it. */
+		return kb_err(err, "CALLBACK", stop, "the data callback stopped readFile of %.200s", r->path);
+	return 0;
+}
+
 static int read_file(kvmbox_agent *a, const char *path, kvmbox_data_fn fn, void *ctx, struct kvmbox_error *err)
 {
 	uint32_t id;
@@ -24,23 +40,8 @@ static int read_file(kvmbox_agent *a, const char *path, kvmbox_data_fn fn, void 
 	}
 	int ret = kb_send(a, FRAME_REQUEST, 0, id, req, NULL, 0, err);
 	json_decref(req);
-	if (ret)
-		return -1;
-	for (;;) {
-		struct kb_frame f;
-		if (kb_recv(a, id, &f, err))
-			return -1;
-		if (f.type == FRAME_RESPONSE) {
-			ret = kb_response(a, f.json, NULL, err);
-			json_decref(f.json);
-			return ret;
-		}
-		json_decref(f.json);
-		int stop;
-		if (f.type == FRAME_DATA && f.len && fn && (stop = fn(ctx, f.data, f.len)) != 0)
-			/* The rest of the file still comes: the handle's next request skips it. */
-			return kb_err(err, "CALLBACK", stop, "the data callback stopped readFile of %.200s", path);
-	}
+	struct read_sink sink = {fn, ctx, path};
+	return ret ? -1 : kb_await(a, id, read_chunk, &sink, NULL, err);
 }
 
 int kvmbox_read_file(kvmbox_agent *a, const char *path, kvmbox_data_fn fn, void *ctx, struct kvmbox_error *err)

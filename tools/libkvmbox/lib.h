@@ -58,6 +58,13 @@ int kb_response(struct kvmbox_agent *a, json_t *resp, json_t **result, struct kv
 int kb_protocol(struct kvmbox_agent *a, struct kvmbox_error *err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Receive the frames of request id until its RESPONSE: each EVENT and DATA frame goes to on_frame (may
+ * be NULL: they are skipped), whose non-zero return ends the wait with -1 (it fills err); then the
+ * RESPONSE as kb_response does. */
+typedef int (*kb_frame_fn)(void *ctx, const struct kb_frame *f, struct kvmbox_error *err);
+int kb_await(struct kvmbox_agent *a, uint32_t id, kb_frame_fn on_frame, void *ctx, json_t **result,
+	     struct kvmbox_error *err);
+
 /* Send req (taken) and upload bytes from src as its data: the REQUEST carries the first chunk, DATA
  * frames with MORE the rest. src fills buf with up to cap bytes and sets *eof once nothing follows;
  * returns the count or -1 (err filled). Then waits for the RESPONSE (EVENT and DATA skipped). */
