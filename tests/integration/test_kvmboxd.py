@@ -339,6 +339,22 @@ class CommandTest(ApiTestCase):
         self.assertEqual(base64.b64decode(out["stdout"]), b"ok\xff\x00z")
         self.assertEqual(out["stderr"], "")
 
+    def test_small_output_buffer(self):
+        """outputBufferBytes: a replay of bytes the buffer dropped is 409 OUTPUT_GONE before any line; from
+        bufferStart the logs are exactly the tail; output says truncated."""
+        c = D.run(self.sid, "/bin/sh", "-c", "head -c 65536 /dev/zero | tr '\\0' x", outputBufferBytes=4096)
+        w = D.get("%s/%s/wait" % (self.base, c["id"]))
+        self.assertEqual((w["outputBytes"], w["bufferStart"]), (65536, 65536 - 4096), w)
+        D.error("GET", "%s/%s/logs" % (self.base, c["id"]), status=409, code="OUTPUT_GONE")
+        with D.stream("%s/%s/logs" % (self.base, c["id"]), query={"fromOffset": 65536 - 4096}) as st:
+            lines = st.read_all()
+        self.assertEqual(lines[-1]["type"], "exit", lines[-1])
+        self.assertEqual("".join(l["data"] for l in lines[:-1]), "x" * 4096)
+        self.assertEqual(lines[0]["byteOffset"], 65536 - 4096)
+        out = D.output(self.sid, c["id"])
+        self.assertEqual((out["stdout"], out["truncated"]), ("x" * 4096, True))
+        D.error("POST", self.base, {"cmd": "true", "outputBufferBytes": 100}, status=400, code="BAD_REQUEST")
+
     def test_logs_two_readers(self):
         c = D.run(self.sid, "/bin/sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done; echo err >&2")
         results = [None, None]
