@@ -849,6 +849,11 @@ int agent_listen_vsock(struct agent *ag, unsigned port, struct agent_error *err)
 	int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return agent_error_errno(err, errno, "socket", what, NULL);
+	/* A larger receive window than Linux's 256 KiB default: the host's uploads are bound by window / the
+	 * round trip of a credit update, which is long in a VM. Accepted sockets inherit it. */
+	unsigned long long window = AGENT_VSOCK_WINDOW;
+	setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_MAX_SIZE, &window, sizeof(window));
+	setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE, &window, sizeof(window));
 	struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port};
 	if (bind(fd, (struct sockaddr *)&a, sizeof(a))) {
 		agent_error_errno(err, errno, "bind", what, NULL);

@@ -21,6 +21,7 @@
 #define AGENT_OUT_MAX          (64u << 20) /* above this the client is not reading: drop the connection */
 #define AGENT_STDIN_HIGH       (1u << 20)  /* a command's unwritten stdin above which its writer's input waits */
 #define AGENT_CHUNK            (64u * 1024)
+#define AGENT_VSOCK_WINDOW     (2u << 20)  /* each connection's receive buffer (vsock credit) */
 
 struct agent;
 struct conn;
