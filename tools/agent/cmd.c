@@ -251,7 +251,7 @@ void cmd_stream_pump(struct stream *s)
 	struct cmd *c = s->cmd;
 	const struct ring *r = &c->ring;
 	bool ended = cmd_ended(c);
-	uint64_t limit = s->follow && !ended ? r->end : (s->follow ? r->end : s->stop_offset);
+	uint64_t limit = s->follow ? r->end : s->stop_offset;
 	while (s->output && s->out_offset < limit && conn_has_room(s->conn)) {
 		if (s->out_offset < r->start) {
 			struct agent_error e;

@@ -439,10 +439,29 @@ static enum MHD_Result logs_command(struct http_req *r)
 	return answer_pipe(r, p[0], "application/x-ndjson");
 }
 
+/* The state of a streamed upload, whose first member is its connection to the agent of the request's
+ * sandbox; r owns it (free_fn frees it). NULL after answering. */
+static void *upload_open(struct http_req *r, size_t size, void (*free_fn)(struct http_req *))
+{
+	kvmbox_agent *a = agent_open(r);
+	if (!a)
+		return NULL;
+	kvmbox_agent **state = calloc(1, size);
+	if (!state) {
+		kvmbox_agent_close(a);
+		http_error(r, 500, "INTERNAL", "out of memory");
+		return NULL;
+	}
+	*state = a;
+	r->upload_state = state;
+	r->upload_free = free_fn;
+	return state;
+}
+
 /* ---- stdin: each uploaded chunk goes to the agent as it arrives ---- */
 
 struct stdin_state {
-	kvmbox_agent *a;
+	kvmbox_agent *a; /* first: upload_open fills it */
 	bool eof;
 	uint64_t bytes;
 	struct kvmbox_error e;
@@ -463,18 +482,9 @@ static enum MHD_Result stdin_begin(struct http_req *r)
 	bool eof;
 	if (!http_query_only(r, q_allowed) || !http_query_bool(r, "eof", false, &eof))
 		return MHD_YES;
-	kvmbox_agent *a = agent_open(r);
-	if (!a)
-		return MHD_YES;
-	struct stdin_state *st = calloc(1, sizeof(*st));
-	if (!st) {
-		kvmbox_agent_close(a);
-		return http_error(r, 500, "INTERNAL", "out of memory");
-	}
-	st->a = a;
-	st->eof = eof;
-	r->upload_state = st;
-	r->upload_free = stdin_free;
+	struct stdin_state *st = upload_open(r, sizeof(*st), stdin_free);
+	if (st)
+		st->eof = eof;
 	return MHD_YES;
 }
 
@@ -636,7 +646,7 @@ static enum MHD_Result download(struct http_req *r)
 
 /* Upload: a thread runs kvmbox_write_file_from_fd on a pipe the upload chunks are written into. */
 struct upload_state {
-	kvmbox_agent *a;
+	kvmbox_agent *a; /* first: upload_open fills it */
 	char *path;
 	int mode;
 	unsigned flags;
@@ -692,18 +702,10 @@ static enum MHD_Result upload_begin(struct http_req *r)
 	}
 	if (append && exclusive)
 		return http_error(r, 400, "BAD_REQUEST", "append and exclusive do not go together");
-	kvmbox_agent *a = agent_open(r);
-	if (!a)
+	struct upload_state *u = upload_open(r, sizeof(*u), upload_free);
+	if (!u)
 		return MHD_YES;
-	struct upload_state *u = calloc(1, sizeof(*u));
-	if (!u) {
-		kvmbox_agent_close(a);
-		return http_error(r, 500, "INTERNAL", "out of memory");
-	}
-	u->a = a;
 	u->fd[0] = u->fd[1] = -1;
-	r->upload_state = u;
-	r->upload_free = upload_free;
 	u->path = strdup(path);
 	u->mode = mode;
 	u->flags = (append ? KVMBOX_WRITE_APPEND : 0) | (recursive ? KVMBOX_WRITE_RECURSIVE : 0) |

@@ -290,12 +290,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		r->method = method;
 		split_url(r, url);
 		*con_cls = r;
-		bool mismatch;
-		r->route = route_find(r, &mismatch);
-		if (!r->route) {
-			/* Answered once the body is in (MHD wants the upload consumed first). */
-			return MHD_YES;
-		}
+		/* No route: answered once the body is in (MHD wants the upload consumed first). */
+		r->route = route_find(r, &r->method_mismatch);
 		return MHD_YES;
 	}
 	if (!r->route) {
@@ -303,9 +299,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			*upload_data_size = 0;
 			return MHD_YES;
 		}
-		bool mismatch;
-		route_find(r, &mismatch);
-		if (mismatch)
+		if (r->method_mismatch)
 			return http_error(r, 405, "METHOD_NOT_ALLOWED", "%s is not allowed on %s", method, url);
 		return http_error(r, 404, "NOT_FOUND", "no such route: %s %s (see docs/api.md)", method, url);
 	}

@@ -46,6 +46,7 @@ struct http_req {
 	int nparts;
 	const char *arg[4];               /* the segments '*' matched, in order */
 	const struct route *route;
+	bool method_mismatch;             /* no route: but the path has one for another method */
 	char *body;
 	size_t body_len;
 	bool body_too_large, answered, began;
